@@ -1,0 +1,1 @@
+"""Test-time adaptation: DiTTA's stage C, and the peer methods behind the same interface."""

@@ -1,0 +1,207 @@
+"""DiTTA stage C: adapt a copy of the decode head on the warm-up frames (paper Eq. 5-8).
+
+Per warm-up frame with a target, one AdamW step on
+
+    L = CE(plain) + CE(add-on) + L_contra
+
+* Distillation label: the ISS label, overwritten by the target's label where that is not 255.
+* Reference quirks kept because the published numbers depend on them: the cross-entropy is
+  given softmax *probabilities* as logits (softmax applied twice), and its mean runs over all
+  pixels with ignored pixels counting as 0 (mmseg's reduction), for both losses.
+* L_contra: projected features of the live and the momentum (EMA 0.99) head, L2-normalised,
+  resized to the frame, normalised again; per object a prototype = mean of momentum feature x
+  momentum reliability (entropy of the softmax of its probabilities, min-max normalised),
+  normalised, blended with the object's stored prototype as normalise((new + old) / 2); cosine
+  similarity of every live pixel to every prototype, cross-entropy over objects (T = 1).
+* Both heads run in train mode (dropout, BatchNorm batch statistics over the 2-frame clip,
+  stochastic depth in the backbone); the backbone itself is frozen and shared.
+
+Streaming deviations, with equal results: the backbone is not duplicated (it is frozen, so the
+live and momentum copies would hold the same weights; only decode-head parameters take the EMA)
+and the momentum head skips its add-on branch (unused by the losses, no RNG or BatchNorm in it).
+"""
+import copy
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ditta_ros.model.heads import DiTTAHead
+from ditta_ros.model.segmentor import Segmentor, resize_logits
+from ditta_ros.preprocess import InputSpec, prepare_frame
+from ditta_ros.teacher.targets import IGNORE_INDEX, Target
+
+
+class AdaptationError(RuntimeError):
+    """Adaptation cannot go on (non-finite loss, diverging model, ...)."""
+
+
+class AdaptationCancelled(RuntimeError):
+    """The caller asked the adaptation to stop (shutdown, reset, restart)."""
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Stage-C hyper-parameters (reference defaults)."""
+    target_decoder: str = 'decoder'   # decoder | cls_head | addon
+    lr: float = 1e-3
+    passes: int = 5
+    momentum: float = 0.99
+    temperature: float = 1.0
+    soft_contra: bool = True
+    weight_decay: float = 0.01        # torch's AdamW default, as the reference
+
+
+def all_pixel_cross_entropy(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over every pixel, ignored pixels contributing 0 (mmseg)."""
+    return F.cross_entropy(scores, label, reduction='none', ignore_index=IGNORE_INDEX).mean()
+
+
+def distillation_label(iss_label: torch.Tensor, target: Target) -> torch.Tensor:
+    """y_t overwritten by the target label wherever the target has a class (Eq. 5)."""
+    label = iss_label.clone()
+    target_label = target.label().to(label.device)
+    keep = target_label != IGNORE_INDEX
+    label[keep] = target_label[keep]
+    return label
+
+
+class DiTTAAdapter:
+    """Live head, momentum head, AdamW and the prototype store of one adaptation."""
+
+    def __init__(self, model: Segmentor, source_head: DiTTAHead, cfg: AdaptConfig):
+        self.model = model
+        self.cfg = cfg
+        self.head = copy.deepcopy(source_head)
+        self.momentum_head = copy.deepcopy(source_head)
+        for head in (self.head, self.momentum_head):
+            for param in head.parameters():
+                param.requires_grad_(True)
+        self.momentum_head.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.head.target_parameters(cfg.target_decoder),
+                                           lr=cfg.lr, betas=(0.9, 0.999),
+                                           weight_decay=cfg.weight_decay)
+        self.prototypes: Dict[int, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _update_momentum(self) -> None:
+        live = dict(self.head.named_parameters())
+        for name, ema in self.momentum_head.named_parameters():
+            ema.mul_(self.cfg.momentum).add_(live[name], alpha=1 - self.cfg.momentum)
+
+    def step(self, clip: torch.Tensor, frame_hw, iss_label: torch.Tensor,
+             target: Target) -> Dict[str, float]:
+        """One optimisation step on one warm-up frame; returns its losses.
+
+        clip: [1 or 2, 3, h, w] normalised input (previous warm-up frame, this frame).
+        iss_label: stage-A label of this frame [H, W]; target: its stage-B target.
+        """
+        device = clip.device
+        input_hw = clip.shape[-2:]
+        label = distillation_label(iss_label.to(device), target).unsqueeze(0)
+        obj_id = target.obj_id.to(device)
+
+        self.head.train()
+        logits, feat = self.model.clip_logits(self.head, clip, stochastic=True, return_feat=True)
+        probs = torch.softmax(resize_logits(logits, input_hw, frame_hw), dim=1)
+        with torch.no_grad():
+            self.momentum_head.train()
+            logits_mo, feat_mo = self.model.clip_logits(
+                self.momentum_head, clip, stochastic=True, return_feat=True, with_addon=False)
+            probs_mo = torch.softmax(resize_logits(logits_mo, input_hw, frame_hw), dim=1)
+
+        losses = {'distill': all_pixel_cross_entropy(probs[:1], label)}
+        if probs.shape[0] == 2:
+            losses['distill_addon'] = all_pixel_cross_entropy(probs[1:], label)
+        contra = self._contrastive(obj_id, feat, feat_mo, probs_mo)
+        if contra is not None:
+            losses['contra'] = contra
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            raise AdaptationError(f'non-finite adaptation loss ({float(total)}); '
+                                  'the decoder was not updated')
+        self.optimizer.zero_grad()
+        total.backward()
+        self.optimizer.step()
+        self._update_momentum()
+        losses['total'] = total
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _momentum_reliability(self, probs_mo: torch.Tensor, frame_hw) -> torch.Tensor:
+        """1 - min-max-normalised entropy of softmax(probabilities) (the reference's quirk)."""
+        ent = -(probs_mo.softmax(1) * probs_mo.log_softmax(1)).sum(1)
+        rel = 1 - (ent - ent.min()) / (ent.max() - ent.min())
+        return F.interpolate(rel.unsqueeze(0), frame_hw, mode='bilinear', align_corners=False)[0]
+
+    def _contrastive(self, obj_id, feat, feat_mo, probs_mo) -> Optional[torch.Tensor]:
+        objects = [o for o in obj_id.unique().tolist() if o != 0]
+        if not objects:
+            return None
+        h, w = obj_id.shape
+        with torch.no_grad():
+            mo = F.normalize(feat_mo, dim=1)
+            mo = F.normalize(F.interpolate(mo, (h, w), mode='bilinear',
+                                           align_corners=False)[-1], dim=0)
+            weight = self._momentum_reliability(probs_mo, (h, w)) if self.cfg.soft_contra \
+                else None
+            prototypes = []
+            assignment = obj_id.new_full((1, h, w), IGNORE_INDEX)
+            for slot, oid in enumerate(objects):
+                region = obj_id == oid
+                inside = mo[:, region]
+                proto = (inside * weight[:, region]).mean(1) if weight is not None \
+                    else inside.mean(1)
+                proto = F.normalize(proto, dim=0)
+                if oid in self.prototypes:
+                    proto = F.normalize((proto + self.prototypes[oid]) / 2, dim=0)
+                self.prototypes[oid] = proto
+                prototypes.append(proto)
+                assignment[0, region] = slot
+            prototypes = torch.stack(prototypes, dim=1)  # [D, O]
+        dim = feat.shape[1]
+        live = F.normalize(feat, dim=1)
+        live = F.normalize(F.interpolate(live, (h, w), mode='bilinear',
+                                         align_corners=False)[-1], dim=0)
+        similarity = (live.reshape(dim, h * w).t() @ prototypes).t().reshape(1, -1, h, w)
+        return all_pixel_cross_entropy(similarity / self.cfg.temperature, assignment)
+
+
+@dataclass
+class WarmupClip:
+    """The warm-up frames and their stage-A outputs, in stream order."""
+    frames: List[np.ndarray]          # RGB uint8 [H, W, 3]
+    labels: List[torch.Tensor]        # stage-A label [H, W] int64
+    reliabilities: List[torch.Tensor]  # stage-A reliability [H, W]
+
+
+def clip_input(frames: Sequence[np.ndarray], index: int, spec: InputSpec,
+               device) -> torch.Tensor:
+    """Model input of warm-up frame `index`: [frame index-1, frame index] (or [frame 0])."""
+    indices = [index - 1, index] if index > 0 else [index]
+    return torch.stack([prepare_frame(frames[i], spec) for i in indices]).to(device)
+
+
+def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
+          targets: Dict[int, Target], spec: InputSpec, cfg: AdaptConfig, device='cpu',
+          on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
+          should_stop: Optional[Callable[[], bool]] = None) -> DiTTAAdapter:
+    """Stage C: `cfg.passes` passes over the warm-up frames in order, one step per frame with a
+    target. Returns the adapter (its `head` is the adapted decode head)."""
+    adapter = DiTTAAdapter(model, source_head, cfg)
+    order = [i for i in range(len(clip.frames)) if i in targets]
+    total = cfg.passes * len(order)
+    step = 0
+    for _ in range(cfg.passes):
+        for index in order:
+            if should_stop is not None and should_stop():
+                raise AdaptationCancelled('adaptation cancelled')
+            frame_hw = tuple(clip.frames[index].shape[:2])
+            losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
+                                  clip.labels[index], targets[index])
+            step += 1
+            if on_step is not None:
+                on_step(step, total, losses)
+    adapter.head.eval()
+    return adapter

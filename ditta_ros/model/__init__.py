@@ -1,0 +1,1 @@
+"""Image segmentation models behind one interface, with the DiTTA head add-on."""

@@ -1,0 +1,99 @@
+"""Per-frame inference of one camera stream: stage A (plain ISS) and stage D (fused).
+
+The reference runs the backbone on the 2-frame clip [t-1, t] at every frame. In eval mode every
+frame's backbone features, embedding and logits depend on that frame alone, so a stream keeps the
+previous frame's backbone features, add-on key and logits instead: each frame runs the backbone
+once, with the same predictions. The kept key/logits belong to the decode head that made them;
+after a head swap they are recomputed from the kept backbone features, so the first frame after
+the swap also sees frame t-1 through the new head, as the reference does.
+"""
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from ditta_ros.inference import fuse, reliability
+from ditta_ros.model.heads import DiTTAHead
+from ditta_ros.model.segmentor import Segmentor, resize_logits
+from ditta_ros.preprocess import InputSpec, prepare_frame
+
+PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+
+
+@dataclass
+class Prediction:
+    """One frame's output: class ids (uint8-ready int64) and optionally the confidence map."""
+    label: torch.Tensor                  # [H, W] int64
+    confidence: Optional[torch.Tensor]   # [H, W] float32 in 0..1 (reliability), if asked
+    probs: Optional[torch.Tensor] = None  # [C, H, W] output probabilities, if asked
+    fused: bool = False
+
+
+@dataclass
+class _Previous:
+    features: List[torch.Tensor]
+    grid: tuple
+    head: Optional[DiTTAHead] = None
+    key: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+
+
+class FramePredictor:
+    """Stateful per-stream inference: call `predict` on consecutive frames of one stream."""
+
+    def __init__(self, model: Segmentor, spec: InputSpec, device='cpu', tau: float = 0.8,
+                 precision: str = 'fp32'):
+        if precision not in PRECISIONS:
+            raise ValueError(f'unknown precision {precision!r}; choose one of {list(PRECISIONS)}')
+        self.model = model
+        self.spec = spec
+        self.device = torch.device(device)
+        self.tau = tau
+        self.precision = precision
+        self._prev: Optional[_Previous] = None
+
+    def reset(self) -> None:
+        """Forget the previous frame (new stream, size change, stamp jump)."""
+        self._prev = None
+
+    def _autocast(self):
+        dtype = PRECISIONS[self.precision]
+        if dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def _head_outputs(self, head: DiTTAHead, features):
+        with self._autocast():
+            embedding, logits = head(features)
+        return embedding.float(), logits.float()
+
+    @torch.no_grad()
+    def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,
+                want_confidence: bool = False, want_probs: bool = False) -> Prediction:
+        """Predict one frame with `head` (eval mode); `fused` uses the add-on (stage D)."""
+        frame_hw = frame_rgb.shape[:2]
+        x = prepare_frame(frame_rgb, self.spec).unsqueeze(0).to(self.device)
+        with self._autocast():
+            features = self.model.features(x)
+        embedding, logits = self._head_outputs(head, features)
+        grid = tuple(logits.shape[-2:])
+        prev = self._prev if self._prev is not None and self._prev.grid == grid else None
+        out = logits
+        if fused and prev is not None:
+            if prev.head is not head or prev.key is None:
+                prev_embedding, prev.logits = self._head_outputs(head, prev.features)
+                prev.key, prev.head = head.key(prev_embedding[0]), head
+            addon = head.attend(head.query(embedding[0]), prev.key, prev.logits[0])
+            out = torch.stack([logits[0], addon])
+        self._prev = _Previous(features, grid)
+        if fused:
+            self._prev.head, self._prev.key, self._prev.logits = head, head.key(embedding[0]), logits
+        input_hw = x.shape[-2:]
+        if out.shape[0] == 1 and not (want_confidence or want_probs):
+            return Prediction(resize_logits(out, input_hw, frame_hw)[0].argmax(0), None)
+        probs = torch.softmax(resize_logits(out, input_hw, frame_hw), dim=1)
+        final = fuse(probs[0], probs[1], self.tau) if out.shape[0] == 2 else probs[0]
+        return Prediction(final.argmax(0), reliability(final) if want_confidence else None,
+                          final if want_probs else None, fused=out.shape[0] == 2)
