@@ -191,6 +191,7 @@ class CameraStream:
         self._seen = 0
         self._last_stamp: Optional[float] = None
         self._frame_hw = None
+        self._active = cfg  # settings of the warm-up/adaptation in progress
         if cfg.method == 'ditta':
             if cfg.start_immediately:
                 self._begin_warmup_locked()
@@ -214,7 +215,18 @@ class CameraStream:
         if changed and self.on_phase_change is not None:
             self.on_phase_change(replace(self._status, losses=dict(self._status.losses)))
 
+    def update_config(self, cfg: EngineConfig) -> None:
+        """New settings: fusion tau applies at once, the rest from the next warm-up on."""
+        if cfg.method != self.cfg.method:
+            raise ValueError('the method of a stream cannot change while it runs')
+        with self._lock:
+            self.cfg = cfg
+            self.predictor.tau = self._source_predictor.tau = cfg.tau
+
     def _begin_warmup_locked(self) -> None:
+        self._active = self.cfg
+        self._status.frames_required = self._active.warmup.frames
+        self._status.warmup_required_s = self._active.warmup.seconds
         self._generation += 1
         self._cancel.set()
         self._cancel = threading.Event()
@@ -297,13 +309,13 @@ class CameraStream:
                             self.name, self._last_stamp - stamp)
                 self.predictor.reset()
             else:
-                dt = min(stamp - self._last_stamp, self.cfg.warmup.max_gap_s)
+                dt = min(stamp - self._last_stamp, self._active.warmup.max_gap_s)
         self._frame_hw = frame_hw
         self._last_stamp = stamp
         return dt
 
     def _warmup_done_locked(self) -> bool:
-        w, s = self.cfg.warmup, self._status
+        w, s = self._active.warmup, self._status
         if s.frames_collected >= w.max_frames:
             return True
         enough_frames = w.frames <= 0 or s.frames_collected >= w.frames
@@ -311,7 +323,7 @@ class CameraStream:
         return enough_frames and enough_time and s.frames_collected > 0
 
     def _warmup_fraction_locked(self) -> float:
-        w, s = self.cfg.warmup, self._status
+        w, s = self._active.warmup, self._status
         parts = []
         if w.frames > 0:
             parts.append(min(1.0, s.frames_collected / w.frames))
@@ -330,7 +342,7 @@ class CameraStream:
             keep = False
             if phase == Phase.WARMUP:
                 self._status.warmup_elapsed_s += dt
-                keep = self._seen % max(1, self.cfg.warmup.stride) == 0
+                keep = self._seen % max(1, self._active.warmup.stride) == 0
                 self._seen += 1
         fused = head is not self.model.decode_head
         prediction = self.predictor.predict(head, frame_rgb, fused=fused,
@@ -343,7 +355,7 @@ class CameraStream:
             stage_a = prediction if not fused else self._source_predictor.predict(
                 self.model.decode_head, frame_rgb, fused=False, want_confidence=True)
         self._collect(frame_rgb, stage_a, track_map)
-        return prediction if self.cfg.publish_during_warmup else None
+        return prediction if self._active.publish_during_warmup else None
 
     def _collect(self, frame_rgb, stage_a: Optional[Prediction], track_map) -> None:
         """Keep a warm-up frame (when `stage_a` is given); hand a complete warm-up over."""
@@ -362,29 +374,29 @@ class CameraStream:
                 return
             clip, track_maps = self._buffer, (self._track_maps or None)
             self._buffer = None
-            generation, cancel = self._generation, self._cancel
+            generation, cancel, cfg = self._generation, self._cancel, self._active
             self._set_phase_locked(Phase.BUILDING_TARGETS)
-        self.worker.submit(lambda: self._adapt_job(clip, track_maps, generation, cancel))
+        self.worker.submit(lambda: self._adapt_job(clip, track_maps, cfg, generation, cancel))
 
     # ------------------------------------------------------------------ background job
 
     def _still_current(self, generation: int) -> bool:
         return generation == self._generation
 
-    def _adapt_job(self, clip: WarmupClip, track_maps, generation: int,
+    def _adapt_job(self, clip: WarmupClip, track_maps, cfg: EngineConfig, generation: int,
                    cancel: threading.Event) -> None:
         started = time.monotonic()
         try:
-            if self.cfg.seed is not None:
-                torch.manual_seed(self.cfg.seed)
+            if cfg.seed is not None:
+                torch.manual_seed(cfg.seed)
             propagator = _CancellablePropagator(self.teacher(track_maps), cancel.is_set)
             build = build_targets(propagator, clip.frames, clip.labels, clip.reliabilities,
-                                  self.cfg.targets)
+                                  cfg.targets)
             if not build.targets:
                 raise AdaptationError(
                     'the teacher got no prompt: no class reached reliability '
-                    f'{self.cfg.targets.frame0_threshold} in the warm-up frames')
-            steps_total = self.cfg.adapt.passes * len(build.targets)
+                    f'{cfg.targets.frame0_threshold} in the warm-up frames')
+            steps_total = cfg.adapt.passes * len(build.targets)
             with self._lock:
                 if not self._still_current(generation):
                     return
@@ -400,7 +412,7 @@ class CameraStream:
                         self._status.progress = 2 / 3 + step / (3 * total)
 
             adapter = adapt(self.model, self.model.decode_head, clip, build.targets, self.spec,
-                            self.cfg.adapt, self.device, on_step, cancel.is_set)
+                            cfg.adapt, self.device, on_step, cancel.is_set)
             with self._lock:
                 if not self._still_current(generation):
                     return

@@ -1,0 +1,1 @@
+"""Edges of the system: image message codecs, Cityscapes-style folders, rosbag2 files."""

@@ -1,0 +1,366 @@
+"""The ditta_ros node: camera topics in, temporally fused semantic masks out.
+
+Per camera topic: a subscription that only hands the newest frame to that camera's worker
+thread; an engine stream (warm-up, background adaptation, fused inference); publishers of
+~/<camera>/mask (mono8 class ids), ~/<camera>/color_mask (rgb8), ~/<camera>/confidence (32FC1)
+and ~/<camera>/status (AdaptationStatus). Node-wide: ~/labels (latched class names and colours),
+/diagnostics, and the services ~/start_adaptation, ~/reset and ~/save_decoder (also per camera
+under ~/<camera>/). All cameras share one frozen backbone; each adapts its own decoder.
+"""
+import os
+import sys
+import time
+from typing import Dict, List
+
+import rclpy
+import torch
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                ParameterType, SetParametersResult)
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CompressedImage, Image
+from std_srvs.srv import Trigger
+
+from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.engine import (AdaptationWorker, CameraStream, EngineConfig, Phase, StreamStatus,
+                              WarmupConfig)
+from ditta_ros.labels import load_label_set
+from ditta_ros.model.build import ModelSpec, build_model
+from ditta_ros.msg import AdaptationStatus, SegmentationLabels
+from ditta_ros.preprocess import InputSpec
+from ditta_ros.ros import messages
+from ditta_ros.ros.camera import CameraWorker, OutputSettings
+from ditta_ros.ros.params import (NOW, PARAMS, PARAMS_BY_NAME, RESTART, camera_name,
+                                  load_defaults, validate)
+from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+from ditta_ros.teacher.targets import TargetConfig
+
+_TYPES = {'int': ParameterType.PARAMETER_INTEGER, 'float': ParameterType.PARAMETER_DOUBLE,
+          'str': ParameterType.PARAMETER_STRING, 'bool': ParameterType.PARAMETER_BOOL,
+          'str[]': ParameterType.PARAMETER_STRING_ARRAY,
+          'int[]': ParameterType.PARAMETER_INTEGER_ARRAY}
+
+
+class StartupError(RuntimeError):
+    """The node cannot start; the message says what to fix."""
+
+
+def resolve_device(choice: str) -> str:
+    if choice == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if choice == 'cuda' and not torch.cuda.is_available():
+        raise StartupError(f'device "cuda" requested but CUDA is not available (torch '
+                           f'{torch.__version__}, CUDA build {torch.version.cuda or "none"}); '
+                           'set device to auto or cpu')
+    return choice
+
+
+def _descriptor(spec) -> ParameterDescriptor:
+    text = spec.description
+    if spec.choices:
+        text += f' One of: {", ".join(spec.choices)}.'
+    text += {RESTART: ' Read-only: restart the node to change it.',
+             NOW: ' Takes effect at once.'}.get(spec.when, ' Takes effect at the next warm-up.')
+    desc = ParameterDescriptor(description=text, type=_TYPES[spec.kind],
+                               read_only=spec.when == RESTART)
+    if spec.bounds is not None and spec.kind == 'int':
+        desc.integer_range = [IntegerRange(from_value=int(spec.bounds[0]),
+                                           to_value=int(spec.bounds[1]), step=0)]
+    elif spec.bounds is not None and spec.kind == 'float':
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.bounds[0]),
+                                                        to_value=float(spec.bounds[1]), step=0.0)]
+    return desc
+
+
+class DittaNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, **kwargs):
+        super().__init__('ditta', **kwargs)
+        self.p = self._declare_parameters()
+        self.labels = load_label_set(self.p['model.label_set'])
+        self.device = resolve_device(self.p['device'])
+        self.model = self._build_model()
+        self.input_spec = InputSpec(img_scale=tuple(self.p['model.input_scale']),
+                                    size_divisor=self.p['model.size_divisor'])
+        ditta = self.p['method'] == 'ditta'
+        self.adaptation_worker = AdaptationWorker() if ditta else None
+        self.teacher_name = self.p['teacher.name'] if ditta else ''
+        teacher = make_teacher(self._teacher_spec(), self.device) if ditta else None
+        self.settings = OutputSettings(self.p['output.color_mask'], self.p['output.confidence'],
+                                       self.p['input.max_image_pixels'])
+        self.cameras: Dict[str, CameraWorker] = {}
+        self._status_pubs = {}
+        self._image_pubs = {}
+        self._ready = False
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.labels_pub = self.create_publisher(SegmentationLabels, '~/labels', latched)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        for topic in self.p['camera_topics']:
+            self._add_camera(topic, teacher)
+        self._services = []
+        self._add_services('~/', list(self.cameras))
+        for name in self.cameras:
+            self._add_services(f'~/{name}/', [name])
+        self.labels_pub.publish(messages.labels_msg(self.labels, self.get_clock().now().to_msg()))
+        self.status_timer = self.create_timer(1.0 / self.p['output.status_rate_hz'],
+                                              self._publish_all_status)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._ready = True
+        self.get_logger().info(
+            f'ready: {len(self.cameras)} camera(s) [{", ".join(self.cameras)}], model '
+            f'{self.p["model.family"]}/{self.model.identity.variant} ({self.labels.name}, '
+            f'{self.labels.num_classes} classes) on {self.device}, method {self.p["method"]}'
+            + (f', teacher {self.teacher_name}, warm-up {self._warmup_text()}' if ditta else ''))
+
+    # ------------------------------------------------------------------ parameters
+
+    def _declare_parameters(self) -> dict:
+        defaults = load_defaults()
+        values, problems = {}, []
+        for spec in PARAMS:
+            try:
+                param = self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
+                values[spec.name] = param.value
+            except Exception as exc:  # out-of-range or wrongly typed value from a params file
+                problems.append(f'{spec.name}: {exc}')
+                continue
+            reason = validate(spec.name, values[spec.name])
+            if reason:
+                problems.append(reason)
+        if problems:
+            raise StartupError('invalid parameters: ' + '; '.join(problems))
+        return values
+
+    def _warmup_text(self) -> str:
+        parts = []
+        if self.p['warmup.frames'] > 0:
+            parts.append(f'{self.p["warmup.frames"]} frames')
+        if self.p['warmup.seconds'] > 0:
+            parts.append(f'{self.p["warmup.seconds"]} s')
+        return ' and '.join(parts) + f' (stride {self.p["warmup.stride"]}), start ' \
+            f'{self.p["start"]}'
+
+    def _engine_config(self) -> EngineConfig:
+        p = self.p
+        return EngineConfig(
+            method=p['method'],
+            warmup=WarmupConfig(p['warmup.frames'], p['warmup.seconds'], p['warmup.stride'],
+                                p['warmup.max_frames']),
+            start_immediately=p['start'] == 'immediate',
+            publish_during_warmup=p['warmup.publish_source_masks'],
+            tau=p['fusion.tau'],
+            targets=TargetConfig(num_classes=self.labels.num_classes,
+                                 max_track=p['teacher.max_tracks'],
+                                 frame0_threshold=p['teacher.prompt_threshold'],
+                                 later_threshold=p['teacher.prompt_threshold']),
+            adapt=AdaptConfig(target_decoder=p['adapt.target_decoder'], lr=p['adapt.lr'],
+                              passes=p['adapt.passes'], momentum=p['adapt.momentum']),
+            precision=p['precision'],
+            seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None)
+
+    def _teacher_spec(self) -> TeacherSpec:
+        p = self.p
+        return TeacherSpec(p['teacher.name'], p['teacher.sam2_config'],
+                           p['teacher.sam2_checkpoint'], tuple(p['teacher.sam2_overrides']),
+                           p['teacher.flow_max_side'])
+
+    def _build_model(self):
+        p = self.p
+        if not p['model.checkpoint'] and not p['model.allow_random_weights']:
+            raise StartupError('model.checkpoint is empty: set it to your segmentation '
+                               'checkpoint (or model.allow_random_weights:=true for a test run)')
+        spec = ModelSpec(family=p['model.family'], variant=p['model.variant'],
+                         checkpoint=p['model.checkpoint'], num_classes=self.labels.num_classes,
+                         embed_dim=p['model.embed_dim'], window=p['model.window'])
+        model = build_model(spec, self.device)
+        return model.eval()
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        for param in params:
+            spec = PARAMS_BY_NAME.get(param.name)
+            if spec is None:
+                continue
+            reason = validate(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        notes = []
+        for param in params:
+            spec = PARAMS_BY_NAME.get(param.name)
+            if spec is None:
+                continue
+            self.p[param.name] = param.value
+            if spec.when != NOW:
+                notes.append(f'{param.name} takes effect at the next warm-up (~/start_adaptation)')
+        self.settings.color_mask = self.p['output.color_mask']
+        self.settings.confidence = self.p['output.confidence']
+        self.settings.max_image_pixels = self.p['input.max_image_pixels']
+        cfg = self._engine_config()
+        for worker in self.cameras.values():
+            worker.stream.update_config(cfg)
+        for note in notes:
+            self.get_logger().info(note)
+        return SetParametersResult(successful=True, reason='; '.join(notes))
+
+    # ------------------------------------------------------------------ cameras
+
+    def _add_camera(self, topic: str, teacher) -> None:
+        name = camera_name(topic)
+        if name in self.cameras:
+            raise StartupError(f'camera topics {topic!r} and another one both map to camera '
+                               f'name {name!r}; give them distinct namespaces')
+        ns = f'~/{name}/'
+        self._image_pubs[name] = {
+            'mask': self.create_publisher(Image, ns + 'mask', 10),
+            'color': self.create_publisher(Image, ns + 'color_mask', 10),
+            'confidence': self.create_publisher(Image, ns + 'confidence', 10),
+        }
+        self._status_pubs[name] = self.create_publisher(
+            AdaptationStatus, ns + 'status',
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        stream = CameraStream(name, self.model, self.input_spec, self._engine_config(),
+                              self.adaptation_worker, teacher, self.device,
+                              on_phase_change=lambda status, n=name: self._on_phase(n, status))
+        if self.p['decoder.load_path']:
+            self.get_logger().info(stream.load(self._decoder_path(self.p['decoder.load_path'],
+                                                                   name, len(self.p['camera_topics']))))
+        compressed = self.p['input.type'] == 'compressed'
+        worker = CameraWorker(stream, self.labels, compressed, self.settings,
+                              publish=lambda *a, n=name: self._publish_masks(n, *a),
+                              log_error=lambda text: self.get_logger().error(
+                                  text, throttle_duration_sec=5.0))
+        self.cameras[name] = worker
+        # sensor_data: SensorDataQoS (best effort, volatile) with the configured depth
+        reliability = qos_profile_sensor_data.reliability \
+            if self.p['input.qos'] == 'sensor_data' else ReliabilityPolicy.RELIABLE
+        qos = QoSProfile(depth=self.p['input.qos_depth'], reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+        self.create_subscription(CompressedImage if compressed else Image,
+                                 topic.rstrip('/') + '/compressed' if compressed else topic,
+                                 worker.offer, qos)
+
+    def _publish_masks(self, name, header, label, color, confidence) -> None:
+        pubs = self._image_pubs[name]
+        pubs['mask'].publish(messages.image_msg(header, label, 'mono8'))
+        if color is not None:
+            pubs['color'].publish(messages.image_msg(header, color, 'rgb8'))
+        if confidence is not None:
+            pubs['confidence'].publish(messages.image_msg(header, confidence, '32FC1'))
+
+    def _on_phase(self, name: str, status: StreamStatus) -> None:
+        """Called by a stream on every phase change (any thread)."""
+        log = self.get_logger()
+        if status.phase == Phase.FAILED:
+            log.error(f'{name}: adaptation failed: {status.reason}; the last good decoder stays '
+                      'in use (call ~/start_adaptation to try again)')
+        else:
+            log.info(f'{name}: phase {status.phase.name.lower()}')
+        if not self._ready:
+            return
+        if status.phase == Phase.ADAPTED and status.decoder == 'adapted' \
+                and self.p['decoder.autosave']:
+            try:
+                log.info(self.cameras[name].stream.save(self._save_path(name)))
+            except Exception as exc:
+                log.error(f'{name}: autosave failed: {exc}')
+        self._publish_status(name, status)
+
+    def _publish_status(self, name: str, status: StreamStatus) -> None:
+        worker = self.cameras[name]
+        self._status_pubs[name].publish(messages.status_msg(
+            status, worker.stats, self.get_clock().now().to_msg(), worker.last_frame_id,
+            self.teacher_name, time.monotonic()))
+
+    def _publish_all_status(self) -> None:
+        now = time.monotonic()
+        diagnostics = DiagnosticArray()
+        diagnostics.header.stamp = self.get_clock().now().to_msg()
+        for name, worker in self.cameras.items():
+            status = worker.stream.status()
+            self._publish_status(name, status)
+            diagnostics.status.append(messages.diagnostic_status(self.get_name(), status,
+                                                                 worker.stats, now))
+        self.diagnostics_pub.publish(diagnostics)
+
+    # ------------------------------------------------------------------ services
+
+    @staticmethod
+    def _decoder_path(path: str, name: str, cameras: int) -> str:
+        path = os.path.expanduser(path)
+        if cameras == 1:
+            return path
+        root, ext = os.path.splitext(path)
+        return f'{root}_{name.replace("/", "_")}{ext or ".pt"}'
+
+    def _save_path(self, name: str) -> str:
+        if self.p['decoder.save_path']:
+            return self._decoder_path(self.p['decoder.save_path'], name, len(self.cameras))
+        return os.path.expanduser(f'~/.ros/ditta_ros/{name.replace("/", "_")}.pt')
+
+    def _add_services(self, prefix: str, names: List[str]) -> None:
+        actions = {
+            'start_adaptation': lambda n: self.cameras[n].stream.start_adaptation(),
+            'reset': lambda n: self.cameras[n].stream.reset(),
+            'save_decoder': lambda n: self.cameras[n].stream.save(self._save_path(n)),
+        }
+        for service, action in actions.items():
+            self._services.append(self.create_service(
+                Trigger, prefix + service,
+                lambda request, response, a=action, s=service: self._serve(a, s, names, response)))
+
+    def _serve(self, action, service: str, names: List[str], response):
+        results, ok = [], True
+        for name in names:
+            try:
+                results.append(action(name))
+            except Exception as exc:
+                ok = False
+                results.append(f'{name}: {exc}')
+        response.success = ok
+        response.message = '; '.join(results)
+        (self.get_logger().info if ok else self.get_logger().warning)(
+            f'{service}: {response.message}')
+        return response
+
+    # ------------------------------------------------------------------ shutdown
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        """Stop camera workers and the adaptation thread; joins them (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        for worker in self.cameras.values():
+            worker.stream.shutdown()
+        for worker in self.cameras.values():
+            worker.stop(max(0.1, deadline - time.monotonic()))
+        if self.adaptation_worker is not None:
+            self.adaptation_worker.stop(max(0.1, deadline - time.monotonic()))
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = DittaNode()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        rclpy.try_shutdown()
+        return 0
+    except Exception as exc:  # startup errors: one clear line that says what to fix
+        rclpy.logging.get_logger('ditta').fatal(f'startup failed: {exc}')
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

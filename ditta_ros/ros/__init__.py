@@ -1,0 +1,1 @@
+"""ROS 2 side of the node: parameters, per-camera workers, message construction."""

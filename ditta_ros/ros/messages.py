@@ -1,0 +1,93 @@
+"""Build the node's outgoing messages (masks, status, labels, diagnostics) from plain data."""
+import math
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from sensor_msgs.msg import Image
+
+from ditta_ros.engine import Phase, StreamStatus
+from ditta_ros.msg import AdaptationStatus, SegmentationLabels
+from ditta_ros.ros.camera import StreamStats
+
+_LOSS_FIELDS = (('distill', 'loss_distill'), ('distill_addon', 'loss_distill_addon'),
+                ('contra', 'loss_contra'), ('total', 'loss_total'))
+
+
+def image_msg(header, array: np.ndarray, encoding: str) -> Image:
+    """An Image with the given header (the input's: same stamp and frame_id)."""
+    array = np.ascontiguousarray(array)
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(array.strides[0])
+    msg.data = array.tobytes()
+    return msg
+
+
+def status_msg(status: StreamStatus, stats: StreamStats, stamp, frame_id: str,
+               teacher: str, now_monotonic: float) -> AdaptationStatus:
+    msg = AdaptationStatus()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.camera = status.camera
+    msg.phase = int(status.phase)
+    msg.phase_name = status.phase.name.lower()
+    msg.method = status.method
+    msg.teacher = teacher
+    msg.decoder = status.decoder
+    msg.frames_collected = status.frames_collected
+    msg.frames_required = max(0, status.frames_required)
+    msg.warmup_elapsed_s = float(status.warmup_elapsed_s)
+    msg.warmup_required_s = float(status.warmup_required_s)
+    msg.progress = float(status.progress)
+    msg.adaptation_step = status.step
+    msg.adaptation_steps_total = status.steps_total
+    for key, field in _LOSS_FIELDS:
+        setattr(msg, field, float(status.losses.get(key, math.nan)))
+    msg.inference_rate_hz = float(stats.rate_hz(now_monotonic))
+    msg.latency_ms = float(stats.mean_latency_ms())
+    msg.frames_received = stats.received
+    msg.frames_processed = stats.processed
+    msg.frames_dropped = stats.dropped
+    msg.frames_rejected = stats.rejected
+    msg.adaptations_completed = status.adaptations_completed
+    msg.reason = status.reason or stats.last_error
+    return msg
+
+
+def labels_msg(labels, stamp) -> SegmentationLabels:
+    msg = SegmentationLabels()
+    msg.header.stamp = stamp
+    msg.label_set = labels.name
+    msg.class_names = list(labels.class_names)
+    msg.palette_rgb = labels.palette.reshape(-1).tobytes()
+    msg.ignore_value = int(labels.ignore_value)
+    return msg
+
+
+def diagnostic_status(node_name: str, status: StreamStatus, stats: StreamStats,
+                      now_monotonic: float) -> DiagnosticStatus:
+    """OK when serving, WARN while the rate is zero or frames are rejected, ERROR if failed."""
+    rate = stats.rate_hz(now_monotonic)
+    level, message = DiagnosticStatus.OK, status.phase.name.lower()
+    if status.phase == Phase.FAILED:
+        level, message = DiagnosticStatus.ERROR, f'adaptation failed: {status.reason}'
+    elif stats.received and rate == 0.0:
+        level, message = DiagnosticStatus.WARN, f'{message}; no mask published in 5 s'
+    elif stats.rejected:
+        level, message = DiagnosticStatus.WARN, f'{message}; {stats.rejected} frames rejected'
+    stages = stats.stage_means_ms()
+    values = {
+        'phase': status.phase.name.lower(), 'decoder': status.decoder,
+        'rate_hz': f'{rate:.2f}', 'latency_ms': f'{stats.mean_latency_ms():.1f}',
+        'decode_ms': f'{stages["decode"]:.1f}', 'model_ms': f'{stages["model"]:.1f}',
+        'encode_publish_ms': f'{stages["publish"]:.1f}',
+        'received': str(stats.received), 'processed': str(stats.processed),
+        'dropped': str(stats.dropped), 'rejected': str(stats.rejected),
+        'adaptations_completed': str(status.adaptations_completed),
+    }
+    return DiagnosticStatus(level=level, name=f'{node_name}: {status.camera}', message=message,
+                            hardware_id=status.camera,
+                            values=[KeyValue(key=k, value=v) for k, v in values.items()])

@@ -1,0 +1,160 @@
+"""The node's parameters: descriptions, ranges and choices here; defaults in config/ditta.yaml.
+
+Each parameter says when a change takes effect: `now`, at the `next` warm-up/adaptation, or
+only after a `restart` of the node (those are read-only at run time). Values outside a range
+or choice list are rejected with the reason, at start and when set at run time.
+"""
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ditta_ros.labels import config_dir
+
+NOW, NEXT, RESTART = 'now', 'next adaptation', 'restart'
+
+
+@dataclass(frozen=True)
+class ParamDef:
+    name: str
+    kind: str                                  # int | float | str | bool | str[] | int[]
+    description: str
+    when: str = RESTART
+    bounds: Optional[Tuple[float, float]] = None
+    choices: Optional[Sequence[str]] = None
+    length: Optional[int] = None               # exact length of an array
+
+
+PARAMS: List[ParamDef] = [
+    ParamDef('camera_topics', 'str[]', 'Image topics, one camera stream each; outputs go to '
+             '~/<camera>/..., <camera> being the topic without a trailing image_raw/image.'),
+    ParamDef('input.type', 'str', 'raw: sensor_msgs/Image on the topic; compressed: '
+             'sensor_msgs/CompressedImage (jpeg/png) on <topic>/compressed.',
+             choices=('raw', 'compressed')),
+    ParamDef('input.qos', 'str', 'Subscription QoS: sensor_data (best effort, like '
+             'SensorDataQoS) or reliable.', choices=('sensor_data', 'reliable')),
+    ParamDef('input.qos_depth', 'int', 'Subscription queue depth.', bounds=(1, 100)),
+    ParamDef('input.max_image_pixels', 'int', 'Frames with more pixels are rejected.', NOW,
+             bounds=(4, 1 << 30)),
+    ParamDef('output.color_mask', 'bool', 'Publish ~/<camera>/color_mask (rgb8).', NOW),
+    ParamDef('output.confidence', 'bool', 'Publish ~/<camera>/confidence (32FC1 reliability '
+             'map, 0..1).', NOW),
+    ParamDef('output.status_rate_hz', 'float', 'Rate of ~/<camera>/status and /diagnostics.',
+             bounds=(0.1, 100.0)),
+    ParamDef('method', 'str', 'ditta: adapt on a warm-up, then fused inference; none: the '
+             'source model frame by frame.', choices=('ditta', 'none')),
+    ParamDef('start', 'str', 'immediate: the warm-up starts with the first frame; '
+             'on_service: it waits for ~/start_adaptation.', choices=('immediate', 'on_service')),
+    ParamDef('warmup.frames', 'int', 'Warm-up frames to keep (0: warmup.seconds decides).', NEXT,
+             bounds=(0, 10000)),
+    ParamDef('warmup.seconds', 'float', 'Stream seconds the warm-up must cover (0: '
+             'warmup.frames decides); stamps, so bag replays and sim time work.', NEXT,
+             bounds=(0.0, 3600.0)),
+    ParamDef('warmup.stride', 'int', 'Keep every n-th frame during the warm-up.', NEXT,
+             bounds=(1, 1000)),
+    ParamDef('warmup.max_frames', 'int', 'Cap on kept warm-up frames (memory).', NEXT,
+             bounds=(1, 10000)),
+    ParamDef('warmup.publish_source_masks', 'bool', 'Publish the source model\'s masks during '
+             'the warm-up (false: nothing until adapted).', NEXT),
+    ParamDef('model.family', 'str', 'Model family.', choices=('segformer', 'deeplabv3', 'lraspp')),
+    ParamDef('model.variant', 'str', 'segformer: b0..b5; deeplabv3: resnet50, resnet101, '
+             'mobilenet_v3_large; lraspp: mobilenet_v3_large.'),
+    ParamDef('model.checkpoint', 'str', 'ISS weights: a .pth in the mmseg/DiTTA or torchvision '
+             'layout, or a Hugging Face transformers SegFormer folder.'),
+    ParamDef('model.label_set', 'str', 'Classes of the model: a name in config/labels or a '
+             'YAML path.'),
+    ParamDef('model.embed_dim', 'int', 'SegFormer decoder width D.', bounds=(1, 4096)),
+    ParamDef('model.window', 'int', 'Add-on attention radius r.', bounds=(0, 32)),
+    ParamDef('model.input_scale', 'int[]', 'Network input: frames resized to fit (long side, '
+             'short side), keeping aspect.', length=2),
+    ParamDef('model.size_divisor', 'int', 'Input sides rounded up to a multiple of this.',
+             bounds=(1, 128)),
+    ParamDef('model.allow_random_weights', 'bool', 'Run without a checkpoint (random weights; '
+             'for tests and benchmarks only).'),
+    ParamDef('teacher.name', 'str', 'Stage-B teacher: sam2 (the paper\'s; needs a checkpoint) '
+             'or flow (dense optical flow; no weights).', choices=('sam2', 'flow')),
+    ParamDef('teacher.sam2_config', 'str', 'SAM2 config name inside the sam2 package.'),
+    ParamDef('teacher.sam2_checkpoint', 'str', 'SAM2 checkpoint file.'),
+    ParamDef('teacher.sam2_overrides', 'str[]', 'Extra hydra overrides for the SAM2 model.'),
+    ParamDef('teacher.prompt_threshold', 'float', 'Peak reliability a class needs to be '
+             'prompted.', NEXT, bounds=(0.0, 1.0)),
+    ParamDef('teacher.max_tracks', 'int', 'Most objects prompted in a warm-up.', NEXT,
+             bounds=(1, 1000)),
+    ParamDef('teacher.flow_max_side', 'int', 'Flow teacher: long side the frames are '
+             'downscaled to for optical flow.', bounds=(32, 8192)),
+    ParamDef('adapt.target_decoder', 'str', 'Parameters that adapt: decoder (whole head with '
+             'add-on), cls_head (final classifier), addon (add-on only).', NEXT,
+             choices=('decoder', 'cls_head', 'addon')),
+    ParamDef('adapt.lr', 'float', 'AdamW learning rate.', NEXT, bounds=(1e-8, 1.0)),
+    ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames.', NEXT, bounds=(1, 100)),
+    ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,
+             bounds=(0.0, 1.0)),
+    ParamDef('adapt.seed', 'int', 'Seed of the adaptation RNG (dropout); -1: unseeded.', NEXT,
+             bounds=(-1, 2 ** 31 - 1)),
+    ParamDef('fusion.tau', 'float', 'Plain-branch reliability below which the add-on branch '
+             'is fused in.', NOW, bounds=(0.0, 1.0)),
+    ParamDef('device', 'str', 'auto (CUDA if available), cuda or cpu.',
+             choices=('auto', 'cuda', 'cpu')),
+    ParamDef('precision', 'str', 'Inference autocast: fp32, fp16 or bf16.',
+             choices=('fp32', 'fp16', 'bf16')),
+    ParamDef('decoder.save_path', 'str', 'Where ~/save_decoder writes (empty: '
+             '~/.ros/ditta_ros/<camera>.pt; with several cameras <camera> is appended).', NOW),
+    ParamDef('decoder.load_path', 'str', 'Start from this saved adapted decoder.'),
+    ParamDef('decoder.autosave', 'bool', 'Save the decoder after each adaptation.', NOW),
+]
+PARAMS_BY_NAME: Dict[str, ParamDef] = {p.name: p for p in PARAMS}
+
+
+def _flatten(tree: Dict[str, Any], prefix: str = '') -> Dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f'{prefix}{key}'
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + '.'))
+        else:
+            flat[name] = value
+    return flat
+
+
+def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
+    """Flat {dotted name: default} from config/ditta.yaml (the single place of defaults)."""
+    path = path or os.path.join(config_dir(), 'ditta.yaml')
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    section = next(iter(data.values()))['ros__parameters']
+    defaults = _flatten(section)
+    missing = sorted(set(PARAMS_BY_NAME) - set(defaults))
+    if missing:
+        raise ValueError(f'{path} lacks defaults for {missing}')
+    return {name: defaults[name] for name in PARAMS_BY_NAME}
+
+
+def validate(name: str, value: Any) -> Optional[str]:
+    """The reason `value` is not acceptable for parameter `name`, or None if it is."""
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices is not None and value not in spec.choices:
+        return f'{name}={value!r} is not one of {", ".join(spec.choices)}'
+    if spec.bounds is not None and not (spec.bounds[0] <= value <= spec.bounds[1]):
+        return f'{name}={value!r} is outside [{spec.bounds[0]}, {spec.bounds[1]}]'
+    if spec.length is not None and len(value) != spec.length:
+        return f'{name} needs {spec.length} values, got {len(value)}'
+    if spec.kind == 'int[]' and any(v <= 0 for v in value):
+        return f'{name} values must be positive, got {list(value)}'
+    if name == 'camera_topics':
+        if not value or any(not t or not t.strip() for t in value):
+            return 'camera_topics needs at least one non-empty topic'
+        if len(set(value)) != len(value):
+            return f'camera_topics has duplicates: {list(value)}'
+    return None
+
+
+def camera_name(topic: str) -> str:
+    """Output namespace of a camera topic: the topic without a trailing image-like name."""
+    parts = [p for p in topic.strip('/').split('/') if p]
+    while parts and parts[-1] in ('image_raw', 'image', 'image_rect', 'image_rect_color',
+                                  'image_color', 'compressed'):
+        parts.pop()
+    return '/'.join(parts) or 'camera'
