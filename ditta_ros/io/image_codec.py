@@ -4,8 +4,6 @@ Works on any object with the message's fields, so bag readers and rclpy messages
 Decoding checks everything a malformed or unexpected message can get wrong and raises
 `ImageDecodeError` with a message fit for a log line; raw 8-bit RGB data is viewed, not copied.
 """
-from typing import Tuple
-
 import cv2
 import numpy as np
 
@@ -142,13 +140,6 @@ def compressed_size(data: np.ndarray):
                     int.from_bytes(raw[pos + 5:pos + 7], 'big'))
         pos += 2 + length
     return None
-
-
-def encode_image_fields(array: np.ndarray, encoding: str) -> Tuple[int, int, int, bytes]:
-    """(height, width, step, data) of an Image message holding `array` in `encoding`."""
-    array = np.ascontiguousarray(array)
-    height, width = array.shape[:2]
-    return height, width, array.strides[0], array.tobytes()
 
 
 def encode_compressed(rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 90) -> bytes:

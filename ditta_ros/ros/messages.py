@@ -21,7 +21,7 @@ def image_msg(header, array: np.ndarray, encoding: str) -> Image:
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
     msg.encoding = encoding
     msg.is_bigendian = 0
-    msg.step = int(array.strides[0])
+    msg.step = int(array[0].nbytes)
     msg.data = array.tobytes()
     return msg
 

@@ -1,0 +1,186 @@
+"""The online engine: phases, background adaptation, swap, restart/reset, save/load, time."""
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import confident_checkpoint, synthetic_clip, tiny_spec
+from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.decoder_io import load_decoder, save_decoder
+from ditta_ros.engine import (AdaptationWorker, CameraStream, EngineConfig, Phase,
+                              WarmupConfig)
+from ditta_ros.model.build import CheckpointError, build_model
+from ditta_ros.preprocess import InputSpec
+from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+from ditta_ros.teacher.targets import TargetConfig
+
+SPEC = InputSpec(img_scale=(96, 64))
+
+
+@pytest.fixture(scope='module')
+def model(tmp_path_factory):
+    path = confident_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny.pt', tiny_spec())
+    return build_model(tiny_spec(checkpoint=str(path))).eval()
+
+
+@pytest.fixture
+def worker():
+    w = AdaptationWorker()
+    yield w
+    assert w.stop(10)
+
+
+def make_stream(model, worker, phases=None, **cfg):
+    cfg.setdefault('warmup', WarmupConfig(frames=4))
+    cfg.setdefault('adapt', AdaptConfig(passes=1))
+    cfg.setdefault('targets', TargetConfig(num_classes=19, frame0_threshold=0.5,
+                                           later_threshold=0.5))
+    teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
+    return CameraStream('cam', model, SPEC, EngineConfig(**cfg), worker, teacher,
+                        on_phase_change=(lambda s: phases.append(s.phase)) if phases is not None
+                        else None)
+
+
+def wait_phase(stream, wanted, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if stream.status().phase in wanted:
+            return stream.status().phase
+        time.sleep(0.02)
+    raise AssertionError(f'phase stuck at {stream.status()}')
+
+
+def feed(stream, frames, start=0.0, dt=0.1):
+    return [stream.process(f, start + i * dt) for i, f in enumerate(frames)]
+
+
+def test_phases_advance_to_adapted_and_predictions_never_stop(model, worker):
+    phases = []
+    stream = make_stream(model, worker, phases)
+    clip = synthetic_clip(frames=10)
+    preds = feed(stream, clip[:4])
+    assert all(p is not None and p.label.shape == (48, 80) for p in preds)
+    assert wait_phase(stream, {Phase.ADAPTED, Phase.FAILED}) == Phase.ADAPTED
+    assert phases[:4] == [Phase.WARMUP, Phase.BUILDING_TARGETS, Phase.ADAPTING, Phase.ADAPTED]
+    status = stream.status()
+    assert status.decoder == 'adapted' and status.step == status.steps_total == 4
+    assert set(status.losses) >= {'distill', 'contra', 'total'} and status.progress == 1.0
+    later = feed(stream, clip[4:], start=0.4)
+    assert all(p.fused for p in later[1:])
+
+
+def test_warmup_by_stream_time_with_stride(model, worker):
+    stream = make_stream(model, worker, warmup=WarmupConfig(frames=0, seconds=0.5, stride=2))
+    clip = synthetic_clip(frames=12)
+    for i, frame in enumerate(clip):
+        stream.process(frame, 100.0 + 0.1 * i)
+        if stream.status().phase != Phase.WARMUP:
+            break
+    # 0.5 s of stream time at 10 Hz is reached on the 6th frame; stride 2 keeps frames 0, 2, 4
+    assert i == 5 and stream.status().frames_collected == 3
+
+
+def test_stamp_jump_back_resets_temporal_state_and_does_not_count(model, worker):
+    stream = make_stream(model, worker, warmup=WarmupConfig(frames=0, seconds=1.0))
+    clip = synthetic_clip(frames=8)
+    feed(stream, clip[:4], start=50.0)            # 0.3 s
+    stream.process(clip[4], 10.0)                 # bag loop: back 40 s
+    assert stream.status().warmup_elapsed_s == pytest.approx(0.3)
+    assert stream.predictor._prev is not None     # the new frame starts a new temporal state
+    feed(stream, clip[5:], start=10.1)            # +0.1, +0.2, +0.3
+    assert stream.status().warmup_elapsed_s == pytest.approx(0.6)
+
+
+def test_frame_size_change_restarts_the_warmup(model, worker):
+    stream = make_stream(model, worker, warmup=WarmupConfig(frames=5))
+    feed(stream, synthetic_clip(frames=3))
+    assert stream.status().frames_collected == 3
+    pred = stream.process(synthetic_clip(frames=1, height=64, width=96)[0], 1.0)
+    assert pred.label.shape == (64, 96)
+    assert stream.status().frames_collected == 1
+
+
+def test_suppressed_warmup_output(model, worker):
+    stream = make_stream(model, worker, publish_during_warmup=False)
+    assert feed(stream, synthetic_clip(frames=2)) == [None, None]
+
+
+def test_restart_and_reset_at_any_phase(model, worker):
+    stream = make_stream(model, worker)
+    clip = synthetic_clip(frames=8)
+    feed(stream, clip[:4])
+    stream.start_adaptation()                      # restart while targets are being built
+    assert stream.status().phase == Phase.WARMUP and stream.status().frames_collected == 0
+    feed(stream, clip[4:8], start=1.0)
+    assert wait_phase(stream, {Phase.ADAPTED}) == Phase.ADAPTED
+    adapted_head = stream._head
+    assert stream.status().adaptations_completed == 1
+    stream.start_adaptation()                      # while adapted: the adapted head keeps serving
+    assert stream._head is adapted_head
+    assert stream.process(clip[0], 5.0).fused
+    stream.reset()
+    assert stream.status().phase == Phase.SOURCE and not stream.adapted
+    assert not stream.process(clip[1], 5.1).fused
+    time.sleep(0.5)
+    assert stream.status().phase == Phase.SOURCE  # a cancelled job does not come back
+
+
+def test_wait_for_service_start(model, worker):
+    stream = make_stream(model, worker, start_immediately=False)
+    assert stream.status().phase == Phase.WAITING
+    feed(stream, synthetic_clip(frames=5))
+    assert stream.status().phase == Phase.WAITING and stream.status().frames_collected == 0
+    stream.start_adaptation()
+    assert stream.status().phase == Phase.WARMUP
+
+
+def test_no_prompt_fails_with_reason_and_keeps_serving(model, worker):
+    stream = make_stream(model, worker, targets=TargetConfig(num_classes=19,
+                                                             frame0_threshold=1.01,
+                                                             later_threshold=1.01))
+    clip = synthetic_clip(frames=6)
+    feed(stream, clip[:4])
+    assert wait_phase(stream, {Phase.FAILED, Phase.ADAPTED}) == Phase.FAILED
+    assert 'no prompt' in stream.status().reason
+    assert stream.process(clip[4], 1.0) is not None and not stream.adapted
+
+
+def test_save_and_load_adapted_decoder(model, worker, tmp_path):
+    stream = make_stream(model, worker)
+    with pytest.raises(RuntimeError, match='no adapted decoder'):
+        stream.save(str(tmp_path / 'x.pt'))
+    feed(stream, synthetic_clip(frames=4))
+    wait_phase(stream, {Phase.ADAPTED})
+    path = tmp_path / 'decoders' / 'cam.pt'
+    stream.save(str(path))
+    assert path.is_file() and not list(path.parent.glob('.ditta_decoder_*'))
+    other = make_stream(model, worker, start_immediately=False)
+    other.load(str(path))
+    assert other.status().phase == Phase.ADAPTED and other.status().decoder == 'loaded'
+    for a, b in zip(stream._head.state_dict().values(), other._head.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_loading_a_decoder_of_another_model_is_refused(model, tmp_path):
+    other = build_model(tiny_spec(init_seed=3))
+    path = tmp_path / 'other.pt'
+    save_decoder(str(path), other.decode_head, other.identity, {})
+    with pytest.raises(CheckpointError, match='another model.*backbone_fingerprint'):
+        load_decoder(str(path), model.decode_head, model.identity)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match='cannot read'):
+        load_decoder(str(path), model.decode_head, model.identity)
+
+
+def test_two_streams_share_the_backbone_and_adapt_their_own_decoders(model, worker):
+    a, b = make_stream(model, worker), make_stream(model, worker)
+    clip = synthetic_clip(frames=4)
+    feed(a, clip)
+    feed(b, synthetic_clip(frames=4, seed=5)[::-1])
+    wait_phase(a, {Phase.ADAPTED})
+    wait_phase(b, {Phase.ADAPTED})
+    assert a._head is not b._head and a.model.backbone is b.model.backbone
+    differs = any(not torch.equal(x, y) for x, y in zip(a._head.parameters(),
+                                                        b._head.parameters()))
+    assert differs
