@@ -102,7 +102,7 @@ class DittaNode(Node):
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         for topic in self.p['camera_topics']:
             self._add_camera(topic, teacher)
-        self._services = []
+        self._trigger_services = []
         self._add_services('~/', list(self.cameras))
         for name in self.cameras:
             self._add_services(f'~/{name}/', [name])
@@ -309,7 +309,7 @@ class DittaNode(Node):
             'save_decoder': lambda n: self.cameras[n].stream.save(self._save_path(n)),
         }
         for service, action in actions.items():
-            self._services.append(self.create_service(
+            self._trigger_services.append(self.create_service(
                 Trigger, prefix + service,
                 lambda request, response, a=action, s=service: self._serve(a, s, names, response)))
 
@@ -323,8 +323,10 @@ class DittaNode(Node):
                 results.append(f'{name}: {exc}')
         response.success = ok
         response.message = '; '.join(results)
-        (self.get_logger().info if ok else self.get_logger().warning)(
-            f'{service}: {response.message}')
+        if ok:
+            self.get_logger().info(f'{service}: {response.message}')
+        else:
+            self.get_logger().warning(f'{service}: {response.message}')
         return response
 
     # ------------------------------------------------------------------ shutdown
