@@ -2,7 +2,8 @@
 
 * Confusion matrix over all evaluated frames; GT 255 is ignored.
 * mIoU: mean IoU over the classes present in the ground truth (confusion row sum > 0); a class
-  only predicted has IoU 0 but is not averaged in.
+  only predicted has IoU 0 but is not averaged in. `miou_cityscapes` averages as the official
+  Cityscapes evaluator does instead (every class with any GT or predicted pixel).
 * wIoU: frequency-weighted IoU, sum over classes of (GT pixel share) x IoU.
 * mVC_n: for each window of n consecutive evaluated frames of a video, the share of the pixels
   whose GT stays constant over the window on which the prediction also stays constant; windows
@@ -47,6 +48,14 @@ class ConfusionMatrix:
     def miou(self) -> float:
         present = self.present()
         return float(np.nansum(self.iou() * present) / max(int(present.sum()), 1))
+
+    def miou_cityscapes(self) -> float:
+        """mIoU as the official Cityscapes evaluator averages it: over every class with any
+        ground-truth or predicted pixel (a class only predicted counts with IoU 0)."""
+        inter = np.diag(self.matrix)
+        union = self.matrix.sum(0) + self.matrix.sum(1) - inter
+        seen = union > 0
+        return float((inter[seen] / union[seen]).mean()) if seen.any() else float('nan')
 
     def wiou(self) -> float:
         freq = self.matrix.sum(1) / max(self.matrix.sum(), 1)
@@ -123,6 +132,7 @@ def summarize(confusion: ConfusionMatrix, vc: Dict[int, List[List[float]]],
     tc_flat = [s for video in tc for s in video if not np.isnan(s)]
     result = {
         'mIoU': confusion.miou(),
+        'mIoU_cityscapes': confusion.miou_cityscapes(),
         'wIoU': confusion.wiou(),
         'per_class_IoU': {name: (float(iou[i]) if present[i] else None)
                           for i, name in enumerate(class_names)},

@@ -13,7 +13,6 @@ import time
 from typing import Dict, List
 
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
@@ -24,19 +23,16 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityP
 from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
-from ditta_ros.adapt.ditta import AdaptConfig
-from ditta_ros.engine import (AdaptationWorker, CameraStream, EngineConfig, Phase, StreamStatus,
-                              WarmupConfig)
+from ditta_ros import settings
+from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, StreamStatus
 from ditta_ros.labels import load_label_set
-from ditta_ros.model.build import ModelSpec, build_model
+from ditta_ros.model.build import build_model
 from ditta_ros.msg import AdaptationStatus, SegmentationLabels
-from ditta_ros.preprocess import InputSpec
 from ditta_ros.ros import messages
 from ditta_ros.ros.camera import CameraWorker, OutputSettings
 from ditta_ros.ros.params import (NOW, PARAMS, PARAMS_BY_NAME, RESTART, camera_name,
                                   load_defaults, validate)
-from ditta_ros.teacher.factory import TeacherSpec, make_teacher
-from ditta_ros.teacher.targets import TargetConfig
+from ditta_ros.teacher.factory import make_teacher
 
 _TYPES = {'int': ParameterType.PARAMETER_INTEGER, 'float': ParameterType.PARAMETER_DOUBLE,
           'str': ParameterType.PARAMETER_STRING, 'bool': ParameterType.PARAMETER_BOOL,
@@ -46,16 +42,6 @@ _TYPES = {'int': ParameterType.PARAMETER_INTEGER, 'float': ParameterType.PARAMET
 
 class StartupError(RuntimeError):
     """The node cannot start; the message says what to fix."""
-
-
-def resolve_device(choice: str) -> str:
-    if choice == 'auto':
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    if choice == 'cuda' and not torch.cuda.is_available():
-        raise StartupError(f'device "cuda" requested but CUDA is not available (torch '
-                           f'{torch.__version__}, CUDA build {torch.version.cuda or "none"}); '
-                           'set device to auto or cpu')
-    return choice
 
 
 def _descriptor(spec) -> ParameterDescriptor:
@@ -82,14 +68,13 @@ class DittaNode(Node):
         super().__init__('ditta', **kwargs)
         self.p = self._declare_parameters()
         self.labels = load_label_set(self.p['model.label_set'])
-        self.device = resolve_device(self.p['device'])
-        self.model = self._build_model()
-        self.input_spec = InputSpec(img_scale=tuple(self.p['model.input_scale']),
-                                    size_divisor=self.p['model.size_divisor'])
+        self.device = settings.resolve_device(self.p['device'])
+        self.model = build_model(settings.model_spec(self.p, self.labels), self.device).eval()
+        self.input_spec = settings.input_spec(self.p)
         ditta = self.p['method'] == 'ditta'
         self.adaptation_worker = AdaptationWorker() if ditta else None
         self.teacher_name = self.p['teacher.name'] if ditta else ''
-        teacher = make_teacher(self._teacher_spec(), self.device) if ditta else None
+        teacher = make_teacher(settings.teacher_spec(self.p), self.device) if ditta else None
         self.settings = OutputSettings(self.p['output.color_mask'], self.p['output.confidence'],
                                        self.p['input.max_image_pixels'])
         self.cameras: Dict[str, CameraWorker] = {}
@@ -146,39 +131,7 @@ class DittaNode(Node):
             f'{self.p["start"]}'
 
     def _engine_config(self) -> EngineConfig:
-        p = self.p
-        return EngineConfig(
-            method=p['method'],
-            warmup=WarmupConfig(p['warmup.frames'], p['warmup.seconds'], p['warmup.stride'],
-                                p['warmup.max_frames']),
-            start_immediately=p['start'] == 'immediate',
-            publish_during_warmup=p['warmup.publish_source_masks'],
-            tau=p['fusion.tau'],
-            targets=TargetConfig(num_classes=self.labels.num_classes,
-                                 max_track=p['teacher.max_tracks'],
-                                 frame0_threshold=p['teacher.prompt_threshold'],
-                                 later_threshold=p['teacher.prompt_threshold']),
-            adapt=AdaptConfig(target_decoder=p['adapt.target_decoder'], lr=p['adapt.lr'],
-                              passes=p['adapt.passes'], momentum=p['adapt.momentum']),
-            precision=p['precision'],
-            seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None)
-
-    def _teacher_spec(self) -> TeacherSpec:
-        p = self.p
-        return TeacherSpec(p['teacher.name'], p['teacher.sam2_config'],
-                           p['teacher.sam2_checkpoint'], tuple(p['teacher.sam2_overrides']),
-                           p['teacher.flow_max_side'])
-
-    def _build_model(self):
-        p = self.p
-        if not p['model.checkpoint'] and not p['model.allow_random_weights']:
-            raise StartupError('model.checkpoint is empty: set it to your segmentation '
-                               'checkpoint (or model.allow_random_weights:=true for a test run)')
-        spec = ModelSpec(family=p['model.family'], variant=p['model.variant'],
-                         checkpoint=p['model.checkpoint'], num_classes=self.labels.num_classes,
-                         embed_dim=p['model.embed_dim'], window=p['model.window'])
-        model = build_model(spec, self.device)
-        return model.eval()
+        return settings.engine_config(self.p, self.labels)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:

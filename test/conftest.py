@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditta_ros.model.build import ModelSpec, build_model  # noqa: E402
-from ros_harness import dds_environment  # noqa: E402
+from ditta_ros.ros.replay import dds_environment  # noqa: E402
 
 # before anything initialises ROS in this process: loopback only, our own domain
 os.environ.update(dds_environment())

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import confident_checkpoint, synthetic_clip
 from ditta_ros.model.build import ModelSpec
-from ros_harness import Client, NodeProcess, image_message, node_executable, wait_until
+from ditta_ros.ros.replay import Client, NodeProcess, image_message, node_executable, wait_until
 
 pytestmark = pytest.mark.skipif(node_executable() is None,
                                 reason='ditta_node not built (run scripts/setup.sh)')

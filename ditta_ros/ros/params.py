@@ -130,6 +130,25 @@ def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
     return {name: defaults[name] for name in PARAMS_BY_NAME}
 
 
+def load_parameters(files: Sequence[str] = (), overrides: Optional[Dict[str, Any]] = None
+                    ) -> Dict[str, Any]:
+    """Defaults, then each params file (node YAML layout), then `overrides`; validated.
+    For tools that run the engine without the node, with the node's configuration."""
+    values = load_defaults()
+    for path in files:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+        for section in data.values():
+            if isinstance(section, dict) and 'ros__parameters' in section:
+                values.update({k: v for k, v in _flatten(section['ros__parameters']).items()
+                               if k in PARAMS_BY_NAME})
+    values.update(overrides or {})
+    problems = [r for r in (validate(k, v) for k, v in values.items()) if r]
+    if problems:
+        raise ValueError('invalid parameters: ' + '; '.join(problems))
+    return values
+
+
 def validate(name: str, value: Any) -> Optional[str]:
     """The reason `value` is not acceptable for parameter `name`, or None if it is."""
     spec = PARAMS_BY_NAME.get(name)

@@ -1,7 +1,8 @@
 """Run the built node as a separate process and talk to it over real DDS (loopback only).
 
-The node executable is the one the build installed (lib/ditta_ros/ditta_node under a prefix of
-AMENT_PREFIX_PATH), started with a params file, as `ros2 run` would start it.
+Used by ditta-eval (replaying recorded drives through the real node) and by the integration
+tests. The node executable is the one the build installed (lib/ditta_ros/ditta_node under a
+prefix of AMENT_PREFIX_PATH), started with a params file, as `ros2 run` would start it.
 """
 import os
 import signal
@@ -14,19 +15,20 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+from ditta_ros.labels import config_dir
+
 
 
 def dds_environment() -> Dict[str, str]:
-    """Keep test traffic on this machine, in a domain of this test run."""
+    """Keep traffic on this machine, in a domain of this process (and its children) alone."""
     env = {
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
-        'FASTDDS_DEFAULT_PROFILES_FILE': str(ROOT / 'config' / 'fastdds_localhost.xml'),
+        'FASTDDS_DEFAULT_PROFILES_FILE': os.path.join(config_dir(), 'fastdds_localhost.xml'),
         'RMW_IMPLEMENTATION': 'rmw_fastrtps_cpp',
     }
-    if 'DITTA_TEST_DOMAIN_ID' not in os.environ:
-        os.environ['DITTA_TEST_DOMAIN_ID'] = str(10 + os.getpid() % 200)
-    env['ROS_DOMAIN_ID'] = os.environ['DITTA_TEST_DOMAIN_ID']
+    if 'DITTA_DOMAIN_ID' not in os.environ:
+        os.environ['DITTA_DOMAIN_ID'] = str(10 + os.getpid() % 200)
+    env['ROS_DOMAIN_ID'] = os.environ['DITTA_DOMAIN_ID']
     return env
 
 
@@ -108,7 +110,7 @@ class NodeProcess:
 class Client:
     """An rclpy node in the test process, spun by a background thread."""
 
-    def __init__(self, name: str = 'ditta_test_client'):
+    def __init__(self, name: str = 'ditta_replay_client'):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         self.rclpy = rclpy
@@ -178,3 +180,75 @@ def image_message(frame: np.ndarray, stamp_s: float, frame_id: str = 'camera'):
     msg.step = frame.shape[1] * 3
     msg.data = np.ascontiguousarray(frame).tobytes()
     return msg
+
+
+def stamp_key(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def wait_matched(pub, timeout: float = 20.0) -> None:
+    """The publisher sees the node's subscription before the node's (possibly best-effort)
+    reader has matched it; frames sent in between would be lost, so give discovery a moment."""
+    wait_until(lambda: pub.get_subscription_count() > 0, timeout, 'the node to subscribe')
+    time.sleep(1.0)
+
+
+def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
+                 wait_for_adaptation: bool, lockstep: bool = True, frame_timeout: float = 60.0,
+                 progress: Optional[Callable[[], None]] = None) -> dict:
+    """Publish a video's frames to `topic` and record the masks the node sends back.
+
+    lockstep: send the next frame once the previous frame's mask arrived (nothing can be
+    dropped by the node); otherwise frames go out at the video's own rate. With
+    wait_for_adaptation, the frame after the warm-up is held until the node reports `adapted`
+    or `failed`. Returns preds (None where no mask came back), sent/received counts, the node's
+    dropped and rejected counts, and its last status.
+    """
+    from sensor_msgs.msg import Image
+    from ditta_ros.msg import AdaptationStatus
+    from ditta_ros.ros.params import camera_name
+    prefix = f'/{node_name}/{camera_name(topic)}'
+    masks: Dict[int, np.ndarray] = {}
+
+    def on_mask(msg):
+        rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+        masks[stamp_key(msg.header)] = rows[:, :msg.width].copy()
+
+    mask_sub = client.node.create_subscription(Image, prefix + '/mask', on_mask, 100)
+    statuses = client.collect(AdaptationStatus, prefix + '/status', transient=True)
+    pub = client.publisher(Image, topic)
+    keys: List[int] = []
+    try:
+        wait_matched(pub)
+        started = time.monotonic()
+        for i, frame in enumerate(video.frames):
+            msg = image_message(frame, video.stamps[i], video.frame_id)
+            keys.append(stamp_key(msg.header))
+            if not lockstep:
+                delay = started + (video.stamps[i] - video.stamps[0]) - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+            pub.publish(msg)
+            if lockstep:
+                key = keys[-1]
+                rejected_before = statuses[-1].frames_rejected if statuses else 0
+                wait_until(lambda: key in masks or (
+                    statuses and statuses[-1].frames_rejected > rejected_before),
+                    frame_timeout, f'the mask of frame {i}')
+            if wait_for_adaptation and i == warmup - 1:
+                wait_until(lambda: statuses and statuses[-1].phase_name in ('adapted', 'failed'),
+                           3600, 'the node to finish adapting')
+            if progress is not None:
+                progress()
+        if not lockstep:  # let the last masks arrive; frames the node dropped never will
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and not all(k in masks for k in keys[-2:]):
+                time.sleep(0.05)
+    finally:
+        client.node.destroy_subscription(mask_sub)
+        client.node.destroy_publisher(pub)
+    last = statuses[-1] if statuses else None
+    return {'preds': [masks.get(k) for k in keys], 'sent': len(keys),
+            'received': sum(k in masks for k in keys),
+            'dropped': last.frames_dropped if last else 0,
+            'rejected': last.frames_rejected if last else 0, 'status': last}

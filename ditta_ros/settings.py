@@ -1,0 +1,67 @@
+"""From the flat parameter dict (config/ditta.yaml layout) to the objects the engine needs.
+
+The node and the offline tools (ditta-eval --offline, ditta-bench) build their model, engine and
+teacher from the same parameters through these functions, so both run the same configuration.
+"""
+from typing import Any, Dict
+
+import torch
+
+from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.engine import EngineConfig, WarmupConfig
+from ditta_ros.labels import LabelSet
+from ditta_ros.model.build import ModelSpec
+from ditta_ros.preprocess import InputSpec
+from ditta_ros.teacher.factory import TeacherSpec
+from ditta_ros.teacher.targets import TargetConfig
+
+Params = Dict[str, Any]
+
+
+class SettingsError(ValueError):
+    """A configuration that cannot run; the message says what to change."""
+
+
+def resolve_device(choice: str) -> str:
+    if choice == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if choice == 'cuda' and not torch.cuda.is_available():
+        raise SettingsError(f'device "cuda" requested but CUDA is not available (torch '
+                            f'{torch.__version__}, CUDA build {torch.version.cuda or "none"}); '
+                            'set device to auto or cpu')
+    return choice
+
+
+def model_spec(p: Params, labels: LabelSet) -> ModelSpec:
+    if not p['model.checkpoint'] and not p['model.allow_random_weights']:
+        raise SettingsError('model.checkpoint is empty: set it to your segmentation checkpoint '
+                            '(or model.allow_random_weights:=true for a test run)')
+    return ModelSpec(family=p['model.family'], variant=p['model.variant'],
+                     checkpoint=p['model.checkpoint'], num_classes=labels.num_classes,
+                     embed_dim=p['model.embed_dim'], window=p['model.window'])
+
+
+def input_spec(p: Params) -> InputSpec:
+    return InputSpec(img_scale=tuple(p['model.input_scale']), size_divisor=p['model.size_divisor'])
+
+
+def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
+    return EngineConfig(
+        method=p['method'],
+        warmup=WarmupConfig(p['warmup.frames'], p['warmup.seconds'], p['warmup.stride'],
+                            p['warmup.max_frames']),
+        start_immediately=p['start'] == 'immediate',
+        publish_during_warmup=p['warmup.publish_source_masks'],
+        tau=p['fusion.tau'],
+        targets=TargetConfig(num_classes=labels.num_classes, max_track=p['teacher.max_tracks'],
+                             frame0_threshold=p['teacher.prompt_threshold'],
+                             later_threshold=p['teacher.prompt_threshold']),
+        adapt=AdaptConfig(target_decoder=p['adapt.target_decoder'], lr=p['adapt.lr'],
+                          passes=p['adapt.passes'], momentum=p['adapt.momentum']),
+        precision=p['precision'],
+        seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None)
+
+
+def teacher_spec(p: Params) -> TeacherSpec:
+    return TeacherSpec(p['teacher.name'], p['teacher.sam2_config'], p['teacher.sam2_checkpoint'],
+                       tuple(p['teacher.sam2_overrides']), p['teacher.flow_max_side'])

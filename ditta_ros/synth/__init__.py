@@ -1,0 +1,1 @@
+"""Procedural Cityscapes-style driving video with labels for every frame (ditta-synth)."""

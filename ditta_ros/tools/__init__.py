@@ -1,0 +1,1 @@
+"""Command-line tools (ditta-synth, ditta-make-bag, ditta-eval, ditta-bench, ditta-demo, ...)."""

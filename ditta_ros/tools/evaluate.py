@@ -1,0 +1,224 @@
+"""ditta-eval: replay recorded drives through the node and score it against the ground truth.
+
+Input: a sequence bag (ditta-make-bag), a folder of them, or a Cityscapes-style folder.
+Each video is run with the warm-up-to-frozen protocol (the paper's): a fresh model, the first
+`--warmup-ratio` % of the frames (or `--warmup-seconds`) as warm-up, metrics on the rest, for the
+ISS baseline (`none`) and the adapted model (`ditta`) side by side on the same frames.
+
+Modes:
+  (default)  real DDS: starts the installed node for each video and method (or, with --attach,
+             talks to a node already running) and replays the frames to it, recording the masks
+             it publishes; frames sent / received / dropped are reported.
+  --offline  runs the engine in this process, no DDS; deterministic with --seed.
+
+Model, teacher and adaptation settings come from the node's parameter files (--params, default
+the package's config/ditta.yaml), so the evaluation runs exactly what the node would run.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ditta_ros import report as rep
+from ditta_ros import settings
+from ditta_ros.evaluation import MethodScores, VideoRun, run_offline, warmup_frames_for
+from ditta_ros.io.video import load_videos
+from ditta_ros.labels import load_label_set
+from ditta_ros.model.build import build_model
+from ditta_ros.ros.params import load_parameters
+from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+
+METHODS = ('none', 'ditta')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='ditta-eval', description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('data', help='sequence bag, folder of bags, or Cityscapes-style folder')
+    p.add_argument('--params', action='append', default=[],
+                   help='node parameter file(s) (model, teacher, adaptation settings)')
+    p.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
+                   help='override one parameter, e.g. -p teacher.name:=flow')
+    p.add_argument('--methods', default='none,ditta', help='comma-separated: none, ditta')
+    group = p.add_mutually_exclusive_group()
+    group.add_argument('--warmup-ratio', type=float, default=None,
+                       help='warm-up share of each video in %% (paper: 10, 25, 50; default 10)')
+    group.add_argument('--warmup-seconds', type=float, default=None,
+                       help='warm-up duration in stream seconds')
+    p.add_argument('--offline', action='store_true', help='run the engine here, without DDS')
+    p.add_argument('--oracle', action='store_true',
+                   help='offline only: the teacher follows the ground-truth instance tracks')
+    p.add_argument('--attach', action='store_true',
+                   help='DDS: use a node that is already running instead of starting one')
+    p.add_argument('--node-name', default='ditta')
+    p.add_argument('--topic', default='/camera/image_raw', help='DDS: camera topic')
+    p.add_argument('--pace', choices=['lockstep', 'realtime'], default='lockstep',
+                   help='DDS: wait for each mask (nothing lost) or send at the video rate')
+    p.add_argument('--no-wait', action='store_true',
+                   help='do not hold the stream while the adaptation runs')
+    p.add_argument('--split', default=None, help='Cityscapes split to use (default: all)')
+    p.add_argument('--max-videos', type=int, default=None)
+    p.add_argument('--out', default=None, help='folder for report.md, plots and (with '
+                                               '--video) the overlay video')
+    p.add_argument('--json', default=None, help='write the metrics as JSON to this file')
+    p.add_argument('--video', action='store_true', help='also write an overlay MP4 to --out')
+    p.add_argument('--no-tc', action='store_true', help='skip the optical-flow TC metric')
+    return p
+
+
+def parse_overrides(items):
+    import yaml
+    overrides = {}
+    for item in items:
+        if ':=' not in item:
+            raise SystemExit(f'error: -p expects NAME:=VALUE, got {item!r}')
+        name, value = item.split(':=', 1)
+        overrides[name] = yaml.safe_load(value)
+    return overrides
+
+
+def run_dds(args, params, videos, methods, warmups, tick):
+    from ditta_ros.ros.replay import Client, NodeProcess, replay_video
+    runs = {m: [] for m in methods}
+    client = Client('ditta_eval')
+    try:
+        for video, warmup in zip(videos, warmups):
+            for method in methods:
+                node = None
+                if not args.attach:
+                    node_params = dict(params, **{
+                        'camera_topics': [args.topic], 'method': method, 'input.qos': 'reliable',
+                        'input.qos_depth': 10, 'warmup.frames': warmup, 'warmup.seconds': 0.0,
+                        'warmup.stride': 1, 'output.color_mask': False,
+                        'output.confidence': False, 'start': 'immediate'})
+                    workdir = Path(args.out or '.') / 'eval_logs'
+                    workdir.mkdir(parents=True, exist_ok=True)
+                    node = NodeProcess(workdir, node_params, name=args.node_name)
+                    node.wait_for_log('ready:', 120)
+                else:
+                    _restart_attached(client, args, method)
+                started = time.monotonic()
+                try:
+                    result = replay_video(client, video, args.topic, args.node_name, warmup,
+                                          method == 'ditta' and not args.no_wait,
+                                          lockstep=args.pace == 'lockstep', progress=tick)
+                finally:
+                    if node is not None:
+                        node.stop()
+                status = result['status']
+                elapsed = time.monotonic() - started
+                runs[method].append(VideoRun(
+                    video.name, method, warmup, result['preds'],
+                    elapsed / max(1, result['received']), 0.0,
+                    status.phase_name if status else '', status.reason if status else '',
+                    {}, result['sent'], result['received'], result['dropped']))
+    finally:
+        client.close()
+    return runs
+
+
+def _restart_attached(client, args, method):
+    from std_srvs.srv import Trigger
+    from ditta_ros.ros.params import camera_name
+    service = f'/{args.node_name}/{camera_name(args.topic)}/'
+    response = client.call(Trigger, service + 'reset', Trigger.Request())
+    if method == 'ditta':
+        response = client.call(Trigger, service + 'start_adaptation', Trigger.Request())
+    if not response.success:
+        raise SystemExit(f'error: the attached node refused: {response.message}')
+
+
+def run_offline_all(args, params, videos, methods, warmups, tick):
+    labels = load_label_set(params['model.label_set'])
+    device = settings.resolve_device(params['device'])
+    model = build_model(settings.model_spec(params, labels), device).eval()
+    spec = settings.input_spec(params)
+    teacher = None
+    if 'ditta' in methods:
+        teacher_spec = TeacherSpec(name='oracle') if args.oracle else settings.teacher_spec(params)
+        teacher = make_teacher(teacher_spec, device)
+    runs = {m: [] for m in methods}
+    for video, warmup in zip(videos, warmups):
+        for method in methods:
+            p = dict(params, method=method, **{'warmup.frames': warmup, 'warmup.seconds': 0.0,
+                                               'warmup.stride': 1, 'start': 'immediate'})
+            cfg = settings.engine_config(p, labels)
+            runs[method].append(run_offline(video, model, spec, cfg, teacher, device,
+                                            not args.no_wait, progress=tick))
+    return runs
+
+
+def evaluate(args) -> dict:
+    params = load_parameters(args.params, parse_overrides(args.param))
+    methods = [m.strip() for m in args.methods.split(',') if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise SystemExit(f'error: unknown method(s) {unknown}; choose from {", ".join(METHODS)}')
+    if args.oracle and not args.offline:
+        raise SystemExit('error: --oracle needs --offline (the node has no ground truth)')
+    videos = load_videos(args.data, args.split)[:args.max_videos]
+    warmups = [warmup_frames_for(v, args.warmup_ratio, args.warmup_seconds) for v in videos]
+    labels = load_label_set(params['model.label_set'])
+    total = sum(len(v) for v in videos) * len(methods)
+    with tqdm(total=total, desc='ditta-eval', unit='frame') as bar:
+        runner = run_offline_all if args.offline else run_dds
+        runs = runner(args, params, videos, methods, warmups, lambda: bar.update(1))
+    scores = {m: MethodScores(labels) for m in methods}
+    for method in methods:
+        for video, run in zip(videos, runs[method]):
+            scores[method].add(video, run, with_tc=not args.no_tc)
+    report = {
+        'data': str(args.data), 'videos': len(videos), 'mode': 'offline' if args.offline
+        else f'dds ({args.pace}{", attached" if args.attach else ""})',
+        'warmup': (f'{args.warmup_seconds} s' if args.warmup_seconds is not None
+                   else f'{args.warmup_ratio or 10:g} %') + f' ({sum(warmups)} frames in all)',
+        'teacher': 'oracle' if args.oracle else params['teacher.name'],
+        'model': f'{params["model.family"]}/{params["model.variant"]} '
+                 f'({params["model.checkpoint"] or "random weights"})',
+        'device': params['device'],
+        'methods': {m: scores[m].summary() for m in methods},
+    }
+    if args.out:
+        _write_outputs(Path(args.out), args, report, videos, runs, scores, labels)
+    if args.json:
+        rep.write_json(Path(args.json), report)
+    return report
+
+
+def _write_outputs(out, args, report, videos, runs, scores, labels):
+    out.mkdir(parents=True, exist_ok=True)
+    rep.plot_per_class(out / 'per_class_iou.png', report['methods'])
+    rep.plot_over_time(out / 'miou_over_time.png', {m: s.per_frame for m, s in scores.items()})
+    video = videos[0]
+    first = runs[next(iter(runs))][0].warmup
+    picks = sorted({first, (first + len(video) - 1) // 2, len(video) - 1})
+    rep.strip(out / 'overlays.png', video, {m: r[0].preds for m, r in runs.items()}, labels,
+              picks)
+    report['plots'] = ['per_class_iou.png', 'miou_over_time.png', 'overlays.png']
+    if args.video:
+        rep.overlay_video(out / 'overlays.mp4', videos,
+                          {m: {run.video: run.preds for run in r} for m, r in runs.items()},
+                          labels)
+        report['video'] = 'overlays.mp4'
+    (out / 'report.md').write_text(rep.markdown(report))
+    rep.write_json(out / 'report.json', report)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = evaluate(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(rep.markdown({**report, 'plots': []}).split('\n## Per-class')[0])
+    if args.out:
+        print(f'report: {Path(args.out) / "report.md"}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
