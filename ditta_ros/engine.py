@@ -26,6 +26,7 @@ import torch
 
 from ditta_ros.adapt.ditta import (AdaptConfig, AdaptationCancelled, AdaptationError, WarmupClip,
                                    adapt)
+from ditta_ros.adapt.guard import collapse_reason
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
@@ -88,6 +89,7 @@ class StreamStatus:
     steps_total: int = 0
     losses: Dict[str, float] = field(default_factory=dict)
     adaptations_completed: int = 0
+    temporal_resets: int = 0
     reason: str = ''
 
 
@@ -164,7 +166,8 @@ class CameraStream:
 
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
                  worker: Optional[AdaptationWorker], teacher: Optional[TeacherFactory],
-                 device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None):
+                 device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
+                 class_names: Optional[Sequence[str]] = None):
         if cfg.method not in METHODS:
             raise ValueError(f'unknown method {cfg.method!r}; choose one of {", ".join(METHODS)}')
         if cfg.method == 'ditta' and (worker is None or teacher is None):
@@ -177,6 +180,7 @@ class CameraStream:
         self.worker = worker
         self.teacher = teacher
         self.on_phase_change = on_phase_change
+        self.class_names = list(class_names) if class_names else None
         self.predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._source_predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._lock = threading.RLock()
@@ -300,6 +304,7 @@ class CameraStream:
         if self._frame_hw is not None and frame_hw != self._frame_hw:
             LOG.warning('%s: frame size changed %s -> %s; temporal state reset', self.name,
                         self._frame_hw, frame_hw)
+            self._status.temporal_resets += 1
             self.predictor.reset()
             if self._status.phase == Phase.WARMUP:
                 self._begin_warmup_locked()
@@ -307,6 +312,7 @@ class CameraStream:
             if stamp < self._last_stamp:
                 LOG.warning('%s: stamp jumped back %.3f s (bag loop?); temporal state reset',
                             self.name, self._last_stamp - stamp)
+                self._status.temporal_resets += 1
                 self.predictor.reset()
             else:
                 dt = min(stamp - self._last_stamp, self._active.warmup.max_gap_s)
@@ -413,6 +419,10 @@ class CameraStream:
 
             adapter = adapt(self.model, self.model.decode_head, clip, build.targets, self.spec,
                             cfg.adapt, self.device, on_step, cancel.is_set)
+            reason = collapse_reason(self.model, adapter.head, clip.frames, clip.labels,
+                                     self.spec, self.device, self.class_names)
+            if reason:
+                raise AdaptationError(reason)
             with self._lock:
                 if not self._still_current(generation):
                     return
@@ -426,7 +436,9 @@ class CameraStream:
         except AdaptationCancelled:
             LOG.info('%s: adaptation cancelled', self.name)
         except Exception as exc:  # teacher/adaptation faults must not take the stream down
-            LOG.exception('%s: adaptation failed', self.name)
+            LOG.error('%s: adaptation failed: %s: %s', self.name, exc.__class__.__name__, exc)
+            if self.device.type == 'cuda':
+                torch.cuda.empty_cache()  # after an out-of-memory error the stream needs room
             with self._lock:
                 if self._still_current(generation):
                     self._set_phase_locked(Phase.FAILED, f'{exc.__class__.__name__}: {exc}')

@@ -49,10 +49,11 @@ class VideoRun:
 
 
 def run_offline(video: Video, model, spec, cfg: EngineConfig, teacher, device='cpu',
-                wait_for_adaptation: bool = True, progress=None) -> VideoRun:
+                wait_for_adaptation: bool = True, progress=None, class_names=None) -> VideoRun:
     """Run the engine on a video without DDS (deterministic for a seeded configuration)."""
     worker = AdaptationWorker() if cfg.method == 'ditta' else None
-    stream = CameraStream(video.name, model, spec, cfg, worker, teacher, device)
+    stream = CameraStream(video.name, model, spec, cfg, worker, teacher, device,
+                          class_names=class_names)
     preds, eval_time, adapt_time = [], 0.0, 0.0
     warmup = cfg.warmup.frames
     try:

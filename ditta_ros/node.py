@@ -7,6 +7,7 @@ and ~/<camera>/status (AdaptationStatus). Node-wide: ~/labels (latched class nam
 /diagnostics, and the services ~/start_adaptation, ~/reset and ~/save_decoder (also per camera
 under ~/<camera>/). All cameras share one frozen backbone; each adapts its own decoder.
 """
+import logging
 import os
 import sys
 import time
@@ -44,6 +45,25 @@ class StartupError(RuntimeError):
     """The node cannot start; the message says what to fix."""
 
 
+class RosLogHandler(logging.Handler):
+    """Forward the engine's Python log records (logger 'ditta_ros') to the node's ROS logger,
+    throttled per message kind so a bad stream cannot flood the log."""
+
+    def __init__(self, node: Node):
+        super().__init__(logging.INFO)
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger = self.node.get_logger()
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            logger.error(text, throttle_duration_sec=2.0)
+        elif record.levelno >= logging.WARNING:
+            logger.warning(text, throttle_duration_sec=2.0)
+        else:
+            logger.info(text)
+
+
 def _descriptor(spec) -> ParameterDescriptor:
     text = spec.description
     if spec.choices:
@@ -66,6 +86,11 @@ class DittaNode(Node):
 
     def __init__(self, **kwargs):
         super().__init__('ditta', **kwargs)
+        self._log_handler = RosLogHandler(self)
+        package_logger = logging.getLogger('ditta_ros')
+        package_logger.addHandler(self._log_handler)
+        package_logger.setLevel(logging.INFO)
+        package_logger.propagate = False
         self.p = self._declare_parameters()
         self.labels = load_label_set(self.p['model.label_set'])
         self.device = settings.resolve_device(self.p['device'])
@@ -178,7 +203,8 @@ class DittaNode(Node):
                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
         stream = CameraStream(name, self.model, self.input_spec, self._engine_config(),
                               self.adaptation_worker, teacher, self.device,
-                              on_phase_change=lambda status, n=name: self._on_phase(n, status))
+                              on_phase_change=lambda status, n=name: self._on_phase(n, status),
+                              class_names=self.labels.class_names)
         if self.p['decoder.load_path']:
             self.get_logger().info(stream.load(self._decoder_path(self.p['decoder.load_path'],
                                                                    name, len(self.p['camera_topics']))))
@@ -293,6 +319,7 @@ class DittaNode(Node):
             worker.stop(max(0.1, deadline - time.monotonic()))
         if self.adaptation_worker is not None:
             self.adaptation_worker.stop(max(0.1, deadline - time.monotonic()))
+        logging.getLogger('ditta_ros').removeHandler(self._log_handler)
 
 
 def main(args=None) -> int:

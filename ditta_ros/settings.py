@@ -57,7 +57,8 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
         adapt=AdaptConfig(target_decoder=p['adapt.target_decoder'], lr=p['adapt.lr'],
-                          passes=p['adapt.passes'], momentum=p['adapt.momentum']),
+                          passes=p['adapt.passes'], momentum=p['adapt.momentum'],
+                          max_memory_mb=p['adapt.max_memory_mb']),
         precision=p['precision'],
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None)
 

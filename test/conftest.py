@@ -3,6 +3,7 @@ and an isolated DDS environment (loopback only, a domain id of our own)."""
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditta_ros.model.build import ModelSpec, build_model  # noqa: E402
-from ditta_ros.ros.replay import dds_environment  # noqa: E402
+from ditta_ros.ros.replay import (Client, dds_environment, image_message,  # noqa: E402
+                                  wait_matched)
 
 # before anything initialises ROS in this process: loopback only, our own domain
 os.environ.update(dds_environment())
@@ -93,3 +95,49 @@ def synthetic_clip(frames: int = 6, height: int = 48, width: int = 80, seed: int
         noise = rng.normal(0, 4, img.shape)
         clip.append(np.clip(img + noise, 0, 255).astype(np.uint8))
     return clip
+
+
+# ---------------------------------------------------------------- node tests (real DDS)
+
+NODE_TOPIC = '/itest/front/image_raw'
+NODE_CAMERA = 'itest/front'
+
+
+@pytest.fixture(scope='session')
+def b0_checkpoint(tmp_path_factory):
+    """A confident random SegFormer-B0 (decoder width 32) that the node can load by name."""
+    return confident_checkpoint(tmp_path_factory.mktemp('ckpt') / 'b0.pt',
+                                ModelSpec(variant='b0', num_classes=19, embed_dim=32, window=2))
+
+
+def node_params(checkpoint, **overrides):
+    """Parameters of a small, fast node: B0 at 128x64 input, flow teacher, 4 warm-up frames."""
+    base = {'camera_topics': [NODE_TOPIC], 'model.variant': 'b0',
+            'model.checkpoint': str(checkpoint), 'model.embed_dim': 32, 'model.window': 2,
+            'model.input_scale': [128, 64], 'teacher.name': 'flow', 'warmup.frames': 4,
+            'adapt.passes': 1, 'output.confidence': True, 'output.status_rate_hz': 5.0,
+            'device': 'cpu'}
+    base.update(overrides)
+    return base
+
+
+@pytest.fixture
+def client():
+    c = Client('ditta_test_client')
+    yield c
+    c.close()
+
+
+def send_frames(pub, frames, start=1000.0, dt=0.1, frame_id='front_cam', gap=0.15):
+    """Publish frames with stamps start + i*dt; returns the stamps."""
+    stamps = []
+    for i, frame in enumerate(frames):
+        stamp = start + i * dt
+        pub.publish(image_message(frame, stamp, frame_id))
+        stamps.append(stamp)
+        time.sleep(gap)
+    return stamps
+
+
+def stamp_of(msg):
+    return round(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, 6)

@@ -5,64 +5,22 @@ import time
 import numpy as np
 import pytest
 
-from conftest import confident_checkpoint, synthetic_clip
+from conftest import (NODE_CAMERA, NODE_TOPIC, confident_checkpoint, node_params, send_frames,
+                      stamp_of, synthetic_clip)
 from ditta_ros.model.build import ModelSpec
-from ditta_ros.ros.replay import Client, NodeProcess, image_message, node_executable, wait_until
+from ditta_ros.ros.replay import NodeProcess, image_message, node_executable, wait_matched, \
+    wait_until
 
 pytestmark = pytest.mark.skipif(node_executable() is None,
                                 reason='ditta_node not built (run scripts/setup.sh)')
 
-TOPIC = '/itest/front/image_raw'
-CAMERA = 'itest/front'
+TOPIC, CAMERA = NODE_TOPIC, NODE_CAMERA
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    return confident_checkpoint(tmp_path_factory.mktemp('ckpt') / 'b0.pt',
-                                ModelSpec(variant='b0', num_classes=19, embed_dim=32, window=2))
-
-
-def params(checkpoint, **overrides):
-    base = {'camera_topics': [TOPIC], 'model.variant': 'b0', 'model.checkpoint': str(checkpoint),
-            'model.embed_dim': 32, 'model.window': 2, 'model.input_scale': [128, 64],
-            'teacher.name': 'flow', 'warmup.frames': 4, 'adapt.passes': 1,
-            'output.confidence': True, 'output.status_rate_hz': 5.0, 'device': 'cpu'}
-    base.update(overrides)
-    return base
-
-
-@pytest.fixture
-def client():
-    c = Client()
-    yield c
-    c.close()
-
-
-def send(client, pub, frames, start=1000.0, dt=0.1, frame_id='front_cam', gap=0.15):
-    stamps = []
-    for i, frame in enumerate(frames):
-        stamp = start + i * dt
-        pub.publish(image_message(frame, stamp, frame_id))
-        stamps.append(stamp)
-        time.sleep(gap)
-    return stamps
-
-
-def wait_matched(pub):
-    """The publisher sees the node's subscription before the node's best-effort reader has
-    matched it; frames sent in between would be lost, so give discovery a moment more."""
-    wait_until(lambda: pub.get_subscription_count() > 0, 20, 'the node to subscribe')
-    time.sleep(1.0)
-
-
-def stamp_of(msg):
-    return round(msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9, 6)
-
-
-def test_frames_in_masks_out_phases_to_adapted(tmp_path, checkpoint, client):
+def test_frames_in_masks_out_phases_to_adapted(tmp_path, b0_checkpoint, client):
     from sensor_msgs.msg import Image
     from ditta_ros.msg import AdaptationStatus, SegmentationLabels
-    node = NodeProcess(tmp_path, params(checkpoint))
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint))
     try:
         node.wait_for_log('ready:')
         masks = client.collect(Image, f'/ditta/{CAMERA}/mask')
@@ -73,10 +31,10 @@ def test_frames_in_masks_out_phases_to_adapted(tmp_path, checkpoint, client):
         pub = client.publisher(Image, TOPIC)
         wait_matched(pub)
         clip = synthetic_clip(frames=12, height=48, width=80)
-        stamps = send(client, pub, clip[:4])
+        stamps = send_frames(pub, clip[:4])
         wait_until(lambda: any(s.phase == AdaptationStatus.PHASE_ADAPTED for s in statuses), 120,
                    'phase adapted')
-        stamps += send(client, pub, clip[4:], start=1000.4)
+        stamps += send_frames(pub, clip[4:], start=1000.4)
         wait_until(lambda: len(masks) >= len(stamps) - 1, 30, 'masks of every frame')
         by_stamp = {stamp_of(m): m for m in masks}
         for m in masks:
@@ -101,10 +59,10 @@ def test_frames_in_masks_out_phases_to_adapted(tmp_path, checkpoint, client):
         assert node.stop() == 0
 
 
-def test_bad_frames_are_rejected_and_the_node_keeps_running(tmp_path, checkpoint, client):
+def test_bad_frames_are_rejected_and_the_node_keeps_running(tmp_path, b0_checkpoint, client):
     from sensor_msgs.msg import Image
     from ditta_ros.msg import AdaptationStatus
-    node = NodeProcess(tmp_path, params(checkpoint, method='none'))
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint, method='none'))
     try:
         node.wait_for_log('ready:')
         masks = client.collect(Image, f'/ditta/{CAMERA}/mask')
@@ -129,7 +87,7 @@ def test_bad_frames_are_rejected_and_the_node_keeps_running(tmp_path, checkpoint
         assert node.stop() == 0
 
 
-def test_parameters_services_and_two_cameras(tmp_path, checkpoint, client):
+def test_parameters_services_and_two_cameras(tmp_path, b0_checkpoint, client):
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
     from sensor_msgs.msg import Image
@@ -137,7 +95,7 @@ def test_parameters_services_and_two_cameras(tmp_path, checkpoint, client):
     from ditta_ros.msg import AdaptationStatus
     second = '/itest/rear/image_raw'
     save_path = tmp_path / 'saved' / 'decoder.pt'
-    node = NodeProcess(tmp_path, params(checkpoint, camera_topics=[TOPIC, second],
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint, camera_topics=[TOPIC, second],
                                         start='on_service',
                                         **{'decoder.save_path': str(save_path)}))
     try:
@@ -169,12 +127,12 @@ def test_parameters_services_and_two_cameras(tmp_path, checkpoint, client):
         pub_rear = client.publisher(Image, second)
         wait_matched(pub_rear)
         wait_matched(pub_front)
-        send(client, pub_rear, synthetic_clip(frames=2, seed=3), start=7.0)
+        send_frames(pub_rear, synthetic_clip(frames=2, seed=3), start=7.0)
         wait_until(lambda: len(rear_masks) >= 1, 20, 'rear masks')
 
         response = client.call(Trigger, f'/ditta/{CAMERA}/start_adaptation', Trigger.Request())
         assert response.success and 'warm-up started' in response.message
-        send(client, pub_front, synthetic_clip(frames=3), start=20.0)
+        send_frames(pub_front, synthetic_clip(frames=3), start=20.0)
         wait_until(lambda: front[-1].phase_name == 'adapted', 120, 'front adapted')
         assert front[-1].frames_required == 3  # the run-time change applied to this warm-up
 
@@ -198,11 +156,11 @@ def test_parameters_services_and_two_cameras(tmp_path, checkpoint, client):
     ({'model.label_set': 'nope'}, 'unknown label set'),
     ({'warmup.frames': -3}, 'warmup.frames'),
 ])
-def test_startup_fails_fast_with_one_clear_line(tmp_path, checkpoint, overrides, message):
+def test_startup_fails_fast_with_one_clear_line(tmp_path, b0_checkpoint, overrides, message):
     import torch
     if overrides.get('device') == 'cuda' and torch.cuda.is_available():
         pytest.skip('this machine has CUDA')
-    node = NodeProcess(tmp_path, params(checkpoint, **overrides))
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint, **overrides))
     assert node.wait_exit(60) == 1
     fatal = [line for line in node.log().splitlines() if 'startup failed' in line]
     assert len(fatal) == 1 and message in fatal[0], node.log()
@@ -211,23 +169,23 @@ def test_startup_fails_fast_with_one_clear_line(tmp_path, checkpoint, overrides,
 def test_class_count_mismatch_fails_fast(tmp_path, client):
     path = confident_checkpoint(tmp_path / 'c5.pt', ModelSpec(variant='b0', num_classes=5,
                                                                embed_dim=32, window=2))
-    node = NodeProcess(tmp_path, params(path))
+    node = NodeProcess(tmp_path, node_params(path))
     assert node.wait_exit(60) == 1
     assert 'class-count mismatch' in node.log()
 
 
 @pytest.mark.parametrize('sig', [signal.SIGINT, signal.SIGTERM])
-def test_shutdown_mid_adaptation_is_clean_and_quick(tmp_path, checkpoint, client, sig):
+def test_shutdown_mid_adaptation_is_clean_and_quick(tmp_path, b0_checkpoint, client, sig):
     from sensor_msgs.msg import Image
     from ditta_ros.msg import AdaptationStatus
-    node = NodeProcess(tmp_path, params(checkpoint, **{'adapt.passes': 50,
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint, **{'adapt.passes': 50,
                                                        'model.input_scale': [256, 128]}))
     try:
         node.wait_for_log('ready:')
         statuses = client.collect(AdaptationStatus, f'/ditta/{CAMERA}/status', transient=True)
         pub = client.publisher(Image, TOPIC)
         wait_matched(pub)
-        send(client, pub, synthetic_clip(frames=4, height=96, width=160))
+        send_frames(pub, synthetic_clip(frames=4, height=96, width=160))
         wait_until(lambda: any(s.phase_name == 'adapting' for s in statuses), 120, 'adapting')
     finally:
         started = time.monotonic()

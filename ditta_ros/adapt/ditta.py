@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ditta_ros.adapt.guard import memory_in_use_mb
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
@@ -52,6 +53,7 @@ class AdaptConfig:
     temperature: float = 1.0
     soft_contra: bool = True
     weight_decay: float = 0.01        # torch's AdamW default, as the reference
+    max_memory_mb: float = 0.0        # memory budget of the adaptation (0: none), see guard.py
 
 
 def all_pixel_cross_entropy(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -200,6 +202,10 @@ def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
             frame_hw = tuple(clip.frames[index].shape[:2])
             losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
                                   clip.labels[index], targets[index])
+            if cfg.max_memory_mb > 0 and memory_in_use_mb(device) > cfg.max_memory_mb:
+                raise AdaptationError(
+                    f'memory budget exceeded: {memory_in_use_mb(device):.0f} MB in use, '
+                    f'adapt.max_memory_mb = {cfg.max_memory_mb:.0f}')
             step += 1
             if on_step is not None:
                 on_step(step, total, losses)

@@ -53,6 +53,7 @@ def status_msg(status: StreamStatus, stats: StreamStats, stamp, frame_id: str,
     msg.frames_dropped = stats.dropped
     msg.frames_rejected = stats.rejected
     msg.adaptations_completed = status.adaptations_completed
+    msg.temporal_resets = status.temporal_resets
     msg.reason = status.reason or stats.last_error
     return msg
 

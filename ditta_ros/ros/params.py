@@ -90,6 +90,9 @@ PARAMS: List[ParamDef] = [
     ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames.', NEXT, bounds=(1, 100)),
     ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,
              bounds=(0.0, 1.0)),
+    ParamDef('adapt.max_memory_mb', 'float', 'Memory budget of an adaptation (CUDA: peak '
+             'allocated; CPU: process RSS); exceeding it fails the adaptation. 0: none.', NEXT,
+             bounds=(0.0, 1e7)),
     ParamDef('adapt.seed', 'int', 'Seed of the adaptation RNG (dropout); -1: unseeded.', NEXT,
              bounds=(-1, 2 ** 31 - 1)),
     ParamDef('fusion.tau', 'float', 'Plain-branch reliability below which the add-on branch '

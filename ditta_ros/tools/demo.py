@@ -18,14 +18,12 @@ DEMO_CHECKPOINT = 'models/demo_segformer_b0_synth.pt'
 
 
 def find_checkpoint() -> Path:
-    """The demo checkpoint in the source checkout or beside the installed package."""
-    candidates = [Path(config_dir()).parent / DEMO_CHECKPOINT,
-                  Path(config_dir()).parent / 'models' / Path(DEMO_CHECKPOINT).name]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f'demo checkpoint not found (looked for {candidates[0]}); '
-                            'make it with ditta-train-demo-model')
+    """The demo checkpoint beside config/ (source checkout or installed share folder)."""
+    path = Path(config_dir()).parent / DEMO_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f'demo checkpoint not found at {path}; make it with '
+                                f'ditta-train-demo-model --out {DEMO_CHECKPOINT}')
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:

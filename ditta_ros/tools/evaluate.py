@@ -147,7 +147,8 @@ def run_offline_all(args, params, videos, methods, warmups, tick):
                                                'warmup.stride': 1, 'start': 'immediate'})
             cfg = settings.engine_config(p, labels)
             runs[method].append(run_offline(video, model, spec, cfg, teacher, device,
-                                            not args.no_wait, progress=tick))
+                                            not args.no_wait, progress=tick,
+                                            class_names=labels.class_names))
     return runs
 
 
