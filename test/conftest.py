@@ -76,9 +76,20 @@ def reference_spec(reference, **overrides) -> ModelSpec:
     return tiny_spec(checkpoint=str(reference / 'iss_state_dict.pt'), **overrides)
 
 
+@pytest.fixture(scope='session')
+def tiny_model(tmp_path_factory):
+    """The reference-sized tiny SegFormer with confident predictions, in eval mode."""
+    path = confident_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny.pt', tiny_spec())
+    return build_model(tiny_spec(checkpoint=str(path))).eval()
+
+
 @pytest.fixture
-def tiny_checkpoint(tmp_path):
-    return confident_checkpoint(tmp_path / 'tiny.pt', tiny_spec())
+def worker():
+    """A background adaptation worker, stopped (and checked to stop) after the test."""
+    from ditta_ros.engine import AdaptationWorker
+    w = AdaptationWorker()
+    yield w
+    assert w.stop(10)
 
 
 def synthetic_clip(frames: int = 6, height: int = 48, width: int = 80, seed: int = 0):

@@ -18,19 +18,6 @@ from ditta_ros.teacher.targets import TargetConfig
 SPEC = InputSpec(img_scale=(96, 64))
 
 
-@pytest.fixture(scope='module')
-def model(tmp_path_factory):
-    path = confident_checkpoint(tmp_path_factory.mktemp('ckpt') / 'tiny.pt', tiny_spec())
-    return build_model(tiny_spec(checkpoint=str(path))).eval()
-
-
-@pytest.fixture
-def worker():
-    w = AdaptationWorker()
-    yield w
-    assert w.stop(10)
-
-
 def make_stream(model, worker, phases=None, **cfg):
     cfg.setdefault('warmup', WarmupConfig(frames=4))
     cfg.setdefault('adapt', AdaptConfig(passes=1))
@@ -55,9 +42,9 @@ def feed(stream, frames, start=0.0, dt=0.1):
     return [stream.process(f, start + i * dt) for i, f in enumerate(frames)]
 
 
-def test_phases_advance_to_adapted_and_predictions_never_stop(model, worker):
+def test_phases_advance_to_adapted_and_predictions_never_stop(tiny_model, worker):
     phases = []
-    stream = make_stream(model, worker, phases)
+    stream = make_stream(tiny_model, worker, phases)
     clip = synthetic_clip(frames=10)
     preds = feed(stream, clip[:4])
     assert all(p is not None and p.label.shape == (48, 80) for p in preds)
@@ -70,8 +57,8 @@ def test_phases_advance_to_adapted_and_predictions_never_stop(model, worker):
     assert all(p.fused for p in later[1:])
 
 
-def test_warmup_by_stream_time_with_stride(model, worker):
-    stream = make_stream(model, worker, warmup=WarmupConfig(frames=0, seconds=0.5, stride=2))
+def test_warmup_by_stream_time_with_stride(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, warmup=WarmupConfig(frames=0, seconds=0.5, stride=2))
     clip = synthetic_clip(frames=12)
     for i, frame in enumerate(clip):
         stream.process(frame, 100.0 + 0.1 * i)
@@ -81,8 +68,8 @@ def test_warmup_by_stream_time_with_stride(model, worker):
     assert i == 5 and stream.status().frames_collected == 3
 
 
-def test_stamp_jump_back_resets_temporal_state_and_does_not_count(model, worker):
-    stream = make_stream(model, worker, warmup=WarmupConfig(frames=0, seconds=1.0))
+def test_stamp_jump_back_resets_temporal_state_and_does_not_count(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, warmup=WarmupConfig(frames=0, seconds=1.0))
     clip = synthetic_clip(frames=8)
     feed(stream, clip[:4], start=50.0)            # 0.3 s
     stream.process(clip[4], 10.0)                 # bag loop: back 40 s
@@ -92,8 +79,8 @@ def test_stamp_jump_back_resets_temporal_state_and_does_not_count(model, worker)
     assert stream.status().warmup_elapsed_s == pytest.approx(0.6)
 
 
-def test_frame_size_change_restarts_the_warmup(model, worker):
-    stream = make_stream(model, worker, warmup=WarmupConfig(frames=5))
+def test_frame_size_change_restarts_the_warmup(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, warmup=WarmupConfig(frames=5))
     feed(stream, synthetic_clip(frames=3))
     assert stream.status().frames_collected == 3
     pred = stream.process(synthetic_clip(frames=1, height=64, width=96)[0], 1.0)
@@ -101,13 +88,13 @@ def test_frame_size_change_restarts_the_warmup(model, worker):
     assert stream.status().frames_collected == 1
 
 
-def test_suppressed_warmup_output(model, worker):
-    stream = make_stream(model, worker, publish_during_warmup=False)
+def test_suppressed_warmup_output(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, publish_during_warmup=False)
     assert feed(stream, synthetic_clip(frames=2)) == [None, None]
 
 
-def test_restart_and_reset_at_any_phase(model, worker):
-    stream = make_stream(model, worker)
+def test_restart_and_reset_at_any_phase(tiny_model, worker):
+    stream = make_stream(tiny_model, worker)
     clip = synthetic_clip(frames=8)
     feed(stream, clip[:4])
     stream.start_adaptation()                      # restart while targets are being built
@@ -126,8 +113,8 @@ def test_restart_and_reset_at_any_phase(model, worker):
     assert stream.status().phase == Phase.SOURCE  # a cancelled job does not come back
 
 
-def test_wait_for_service_start(model, worker):
-    stream = make_stream(model, worker, start_immediately=False)
+def test_wait_for_service_start(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, start_immediately=False)
     assert stream.status().phase == Phase.WAITING
     feed(stream, synthetic_clip(frames=5))
     assert stream.status().phase == Phase.WAITING and stream.status().frames_collected == 0
@@ -135,8 +122,8 @@ def test_wait_for_service_start(model, worker):
     assert stream.status().phase == Phase.WARMUP
 
 
-def test_no_prompt_fails_with_reason_and_keeps_serving(model, worker):
-    stream = make_stream(model, worker, targets=TargetConfig(num_classes=19,
+def test_no_prompt_fails_with_reason_and_keeps_serving(tiny_model, worker):
+    stream = make_stream(tiny_model, worker, targets=TargetConfig(num_classes=19,
                                                              frame0_threshold=1.01,
                                                              later_threshold=1.01))
     clip = synthetic_clip(frames=6)
@@ -146,8 +133,8 @@ def test_no_prompt_fails_with_reason_and_keeps_serving(model, worker):
     assert stream.process(clip[4], 1.0) is not None and not stream.adapted
 
 
-def test_save_and_load_adapted_decoder(model, worker, tmp_path):
-    stream = make_stream(model, worker)
+def test_save_and_load_adapted_decoder(tiny_model, worker, tmp_path):
+    stream = make_stream(tiny_model, worker)
     with pytest.raises(RuntimeError, match='no adapted decoder'):
         stream.save(str(tmp_path / 'x.pt'))
     feed(stream, synthetic_clip(frames=4))
@@ -155,14 +142,15 @@ def test_save_and_load_adapted_decoder(model, worker, tmp_path):
     path = tmp_path / 'decoders' / 'cam.pt'
     stream.save(str(path))
     assert path.is_file() and not list(path.parent.glob('.ditta_decoder_*'))
-    other = make_stream(model, worker, start_immediately=False)
+    other = make_stream(tiny_model, worker, start_immediately=False)
     other.load(str(path))
     assert other.status().phase == Phase.ADAPTED and other.status().decoder == 'loaded'
     for a, b in zip(stream._head.state_dict().values(), other._head.state_dict().values()):
         assert torch.equal(a, b)
 
 
-def test_loading_a_decoder_of_another_model_is_refused(model, tmp_path):
+def test_loading_a_decoder_of_another_model_is_refused(tiny_model, tmp_path):
+    model = tiny_model
     other = build_model(tiny_spec(init_seed=3))
     path = tmp_path / 'other.pt'
     save_decoder(str(path), other.decode_head, other.identity, {})
@@ -173,8 +161,8 @@ def test_loading_a_decoder_of_another_model_is_refused(model, tmp_path):
         load_decoder(str(path), model.decode_head, model.identity)
 
 
-def test_two_streams_share_the_backbone_and_adapt_their_own_decoders(model, worker):
-    a, b = make_stream(model, worker), make_stream(model, worker)
+def test_two_streams_share_the_backbone_and_adapt_their_own_decoders(tiny_model, worker):
+    a, b = make_stream(tiny_model, worker), make_stream(tiny_model, worker)
     clip = synthetic_clip(frames=4)
     feed(a, clip)
     feed(b, synthetic_clip(frames=4, seed=5)[::-1])

@@ -122,7 +122,7 @@ class DiTTAAdapter:
             losses['contra'] = contra
         total = sum(losses.values())
         if not torch.isfinite(total):
-            raise AdaptationError(f'non-finite adaptation loss ({float(total)}); '
+            raise AdaptationError(f'non-finite adaptation loss ({float(total.detach())}); '
                                   'the decoder was not updated')
         self.optimizer.zero_grad()
         total.backward()
