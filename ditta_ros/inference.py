@@ -10,6 +10,12 @@ from typing import Tuple
 import torch
 
 
+def class_ids(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """argmax over the class axis. `max(dim).indices` gives the same indices as `argmax` (the
+    first maximum) and is several times faster on CPU for a leading class axis."""
+    return scores.max(dim).indices
+
+
 def entropy(probs: torch.Tensor, dim: int = -3) -> torch.Tensor:
     """Pixel-wise entropy of class probabilities along `dim` (the class axis)."""
     return -torch.special.xlogy(probs, probs).sum(dim)
@@ -25,7 +31,7 @@ def reliability(probs: torch.Tensor) -> torch.Tensor:
 
 def iss_prediction(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Stage A for one frame: (label [H, W] int64, reliability [H, W]) from [C, H, W] probs."""
-    return probs.argmax(0), reliability(probs)
+    return class_ids(probs), reliability(probs)
 
 
 def fuse(probs_plain: torch.Tensor, probs_addon: torch.Tensor, tau: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ditta_ros.inference import fuse, reliability
+from ditta_ros.inference import class_ids, fuse, reliability
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
@@ -92,8 +92,8 @@ class FramePredictor:
             self._prev.head, self._prev.key, self._prev.logits = head, head.key(embedding[0]), logits
         input_hw = x.shape[-2:]
         if out.shape[0] == 1 and not (want_confidence or want_probs):
-            return Prediction(resize_logits(out, input_hw, frame_hw)[0].argmax(0), None)
+            return Prediction(class_ids(resize_logits(out, input_hw, frame_hw)[0]), None)
         probs = torch.softmax(resize_logits(out, input_hw, frame_hw), dim=1)
         final = fuse(probs[0], probs[1], self.tau) if out.shape[0] == 2 else probs[0]
-        return Prediction(final.argmax(0), reliability(final) if want_confidence else None,
+        return Prediction(class_ids(final), reliability(final) if want_confidence else None,
                           final if want_probs else None, fused=out.shape[0] == 2)
