@@ -135,7 +135,8 @@ class DittaNode(Node):
         for spec in PARAMS:
             try:
                 param = self.declare_parameter(spec.name, defaults[spec.name], _descriptor(spec))
-                values[spec.name] = param.value
+                # an empty list in a params file has no type and arrives unset: keep the default
+                values[spec.name] = defaults[spec.name] if param.value is None else param.value
             except Exception as exc:  # out-of-range or wrongly typed value from a params file
                 problems.append(f'{spec.name}: {exc}')
                 continue

@@ -20,7 +20,8 @@ from ditta_ros.labels import config_dir
 
 
 def dds_environment() -> Dict[str, str]:
-    """Keep traffic on this machine, in a domain of this process (and its children) alone."""
+    """Keep traffic on this machine, in a domain of this process (and its children) alone.
+    Apply it to os.environ before this process initialises ROS, and pass it to the node."""
     env = {
         'ROS_AUTOMATIC_DISCOVERY_RANGE': 'LOCALHOST',
         'FASTDDS_DEFAULT_PROFILES_FILE': os.path.join(config_dir(), 'fastdds_localhost.xml'),
@@ -59,7 +60,9 @@ class NodeProcess:
         if exe is None:
             raise RuntimeError('ditta_node is not installed; run scripts/setup.sh first')
         self.params_file = tmp_path / f'{name}_params.yaml'
-        self.params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': nest(params)}}))
+        # empty lists carry no type in a ROS params file: leave them to the node's defaults
+        kept = {k: v for k, v in params.items() if not (isinstance(v, list) and not v)}
+        self.params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': nest(kept)}}))
         self.log_file = tmp_path / f'{name}.log'
         env = dict(os.environ)
         env.update(dds_environment())
@@ -201,8 +204,8 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
     lockstep: send the next frame once the previous frame's mask arrived (nothing can be
     dropped by the node); otherwise frames go out at the video's own rate. With
     wait_for_adaptation, the frame after the warm-up is held until the node reports `adapted`
-    or `failed`. Returns preds (None where no mask came back), sent/received counts, the node's
-    dropped and rejected counts, and its last status.
+    or `failed`. Returns preds (None where no mask came back), sent/received counts, the time
+    the frames after the warm-up took, the node's dropped and rejected counts, its last status.
     """
     from sensor_msgs.msg import Image
     from ditta_ros.msg import AdaptationStatus
@@ -218,10 +221,13 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
     statuses = client.collect(AdaptationStatus, prefix + '/status', transient=True)
     pub = client.publisher(Image, topic)
     keys: List[int] = []
+    eval_started = None
     try:
         wait_matched(pub)
         started = time.monotonic()
         for i, frame in enumerate(video.frames):
+            if i == warmup:
+                eval_started = time.monotonic()
             msg = image_message(frame, video.stamps[i], video.frame_id)
             keys.append(stamp_key(msg.header))
             if not lockstep:
@@ -244,11 +250,13 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
             deadline = time.monotonic() + 10.0
             while time.monotonic() < deadline and not all(k in masks for k in keys[-2:]):
                 time.sleep(0.05)
+        eval_seconds = time.monotonic() - eval_started if eval_started else 0.0
     finally:
         client.node.destroy_subscription(mask_sub)
         client.node.destroy_publisher(pub)
     last = statuses[-1] if statuses else None
     return {'preds': [masks.get(k) for k in keys], 'sent': len(keys),
+            'eval_seconds': eval_seconds,
             'received': sum(k in masks for k in keys),
             'dropped': last.frames_dropped if last else 0,
             'rejected': last.frames_rejected if last else 0, 'status': last}

@@ -16,7 +16,6 @@ the package's config/ditta.yaml), so the evaluation runs exactly what the node w
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -81,8 +80,11 @@ def parse_overrides(items):
 
 
 def run_dds(args, params, videos, methods, warmups, tick):
-    from ditta_ros.ros.replay import Client, NodeProcess, replay_video
+    import os
+    from ditta_ros.ros.replay import Client, NodeProcess, dds_environment, replay_video
     runs = {m: [] for m in methods}
+    if not args.attach:  # our own node: loopback only, in a domain of our own
+        os.environ.update(dds_environment())
     client = Client('ditta_eval')
     try:
         for video, warmup in zip(videos, warmups):
@@ -100,7 +102,6 @@ def run_dds(args, params, videos, methods, warmups, tick):
                     node.wait_for_log('ready:', 120)
                 else:
                     _restart_attached(client, args, method)
-                started = time.monotonic()
                 try:
                     result = replay_video(client, video, args.topic, args.node_name, warmup,
                                           method == 'ditta' and not args.no_wait,
@@ -109,10 +110,10 @@ def run_dds(args, params, videos, methods, warmups, tick):
                     if node is not None:
                         node.stop()
                 status = result['status']
-                elapsed = time.monotonic() - started
+                evaluated = max(1, len(video) - warmup)
                 runs[method].append(VideoRun(
                     video.name, method, warmup, result['preds'],
-                    elapsed / max(1, result['received']), 0.0,
+                    result['eval_seconds'] / evaluated, 0.0,
                     status.phase_name if status else '', status.reason if status else '',
                     {}, result['sent'], result['received'], result['dropped']))
     finally:
