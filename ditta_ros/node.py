@@ -225,6 +225,8 @@ class DittaNode(Node):
                                  worker.offer, qos)
 
     def _publish_masks(self, name, header, label, color, confidence) -> None:
+        if not self.context.ok():  # shutting down (SIGINT/SIGTERM): nothing can be sent now
+            return
         pubs = self._image_pubs[name]
         pubs['mask'].publish(messages.image_msg(header, label, 'mono8'))
         if color is not None:
@@ -251,6 +253,8 @@ class DittaNode(Node):
         self._publish_status(name, status)
 
     def _publish_status(self, name: str, status: StreamStatus) -> None:
+        if not self.context.ok():
+            return
         worker = self.cameras[name]
         self._status_pubs[name].publish(messages.status_msg(
             status, worker.stats, self.get_clock().now().to_msg(), worker.last_frame_id,

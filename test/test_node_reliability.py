@@ -76,7 +76,8 @@ def test_services_during_adaptation_answer_promptly(tmp_path, b0_checkpoint, cli
             assert response.success == ok, response.message
             assert time.monotonic() - started < 3
         wait_until(lambda: statuses[-1].phase_name == 'warmup', 10, 'a new warm-up')
-        send_frames(pub, synthetic_clip(frames=4, seed=9), start=2000.0, gap=0.05)
+        # slower than the node, so that keep-latest drops none of the warm-up frames
+        send_frames(pub, synthetic_clip(frames=4, seed=9), start=2000.0, gap=0.5)
         wait_until(lambda: any(s.phase_name == 'adapting' for s in statuses[-5:]), 120,
                    'adapting again')
     finally:
