@@ -71,6 +71,7 @@ class EngineConfig:
     adapt: AdaptConfig = AdaptConfig()
     precision: str = 'fp32'
     seed: Optional[int] = None            # seeds stage C's dropout RNG when set
+    continuous: bool = True               # peer methods: adapt on every frame, or warm-up only
 
 
 @dataclass
@@ -161,8 +162,75 @@ class _CancellablePropagator(Propagator):
 TeacherFactory = Callable[[Optional[Sequence[np.ndarray]]], Propagator]
 
 
-class CameraStream:
-    """Adaptation and inference state of one camera stream."""
+class StreamBase:
+    """What every camera stream shares, whatever its method: status and phases under a lock,
+    the phase-change callback, and the continuity of the frame sequence (size, stamps)."""
+
+    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
+                 device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
+                 class_names: Optional[Sequence[str]] = None):
+        self.name = name
+        self.model = model
+        self.spec = spec
+        self.cfg = cfg
+        self._active = cfg  # settings of the warm-up/adaptation in progress
+        self.device = torch.device(device)
+        self.on_phase_change = on_phase_change
+        self.class_names = list(class_names) if class_names else None
+        self._lock = threading.RLock()
+        self._status = StreamStatus(name, Phase.SOURCE, cfg.method,
+                                    frames_required=cfg.warmup.frames,
+                                    warmup_required_s=cfg.warmup.seconds)
+        self._last_stamp: Optional[float] = None
+        self._frame_hw = None
+
+    def status(self) -> StreamStatus:
+        with self._lock:
+            return replace(self._status, losses=dict(self._status.losses))
+
+    def _set_phase_locked(self, phase: Phase, reason: str = '') -> None:
+        changed = self._status.phase != phase
+        self._status.phase = phase
+        self._status.reason = reason
+        if changed and self.on_phase_change is not None:
+            self.on_phase_change(replace(self._status, losses=dict(self._status.losses)))
+
+    def _temporal_reset_locked(self, size_changed: bool) -> None:
+        """Forget the temporal state (the frame sequence was broken)."""
+
+    def _check_continuity_locked(self, frame_hw, stamp: float) -> float:
+        """Temporal-state bookkeeping; returns the stream time this frame adds."""
+        dt = 0.0
+        if self._frame_hw is not None and frame_hw != self._frame_hw:
+            LOG.warning('%s: frame size changed %s -> %s; temporal state reset', self.name,
+                        self._frame_hw, frame_hw)
+            self._status.temporal_resets += 1
+            self._temporal_reset_locked(size_changed=True)
+        elif self._last_stamp is not None:
+            if stamp < self._last_stamp:
+                LOG.warning('%s: stamp jumped back %.3f s (bag loop?); temporal state reset',
+                            self.name, self._last_stamp - stamp)
+                self._status.temporal_resets += 1
+                self._temporal_reset_locked(size_changed=False)
+            else:
+                dt = min(stamp - self._last_stamp, self._active.warmup.max_gap_s)
+        self._frame_hw = frame_hw
+        self._last_stamp = stamp
+        return dt
+
+    def save(self, path: str) -> str:
+        raise RuntimeError(f'{self.name}: method {self.cfg.method!r} has no decoder to save '
+                           '(saving is for method ditta)')
+
+    def load(self, path: str) -> str:
+        raise RuntimeError(f'{self.name}: method {self.cfg.method!r} cannot load a DiTTA decoder')
+
+    def shutdown(self) -> None:
+        """Stop background work of this stream (nothing by default)."""
+
+
+class CameraStream(StreamBase):
+    """Adaptation and inference state of one camera stream (methods ditta and none)."""
 
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
                  worker: Optional[AdaptationWorker], teacher: Optional[TeacherFactory],
@@ -172,30 +240,17 @@ class CameraStream:
             raise ValueError(f'unknown method {cfg.method!r}; choose one of {", ".join(METHODS)}')
         if cfg.method == 'ditta' and (worker is None or teacher is None):
             raise ValueError('method "ditta" needs an adaptation worker and a teacher')
-        self.name = name
-        self.model = model
-        self.spec = spec
-        self.cfg = cfg
-        self.device = torch.device(device)
+        super().__init__(name, model, spec, cfg, device, on_phase_change, class_names)
         self.worker = worker
         self.teacher = teacher
-        self.on_phase_change = on_phase_change
-        self.class_names = list(class_names) if class_names else None
         self.predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._source_predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
-        self._lock = threading.RLock()
         self._head: DiTTAHead = model.decode_head
-        self._status = StreamStatus(name, Phase.SOURCE, cfg.method,
-                                    frames_required=cfg.warmup.frames,
-                                    warmup_required_s=cfg.warmup.seconds)
         self._generation = 0
         self._cancel = threading.Event()
         self._buffer: Optional[WarmupClip] = None
         self._track_maps: List[np.ndarray] = []
         self._seen = 0
-        self._last_stamp: Optional[float] = None
-        self._frame_hw = None
-        self._active = cfg  # settings of the warm-up/adaptation in progress
         if cfg.method == 'ditta':
             if cfg.start_immediately:
                 self._begin_warmup_locked()
@@ -204,20 +259,9 @@ class CameraStream:
 
     # ------------------------------------------------------------------ status / phases
 
-    def status(self) -> StreamStatus:
-        with self._lock:
-            return replace(self._status, losses=dict(self._status.losses))
-
     @property
     def adapted(self) -> bool:
         return self._head is not self.model.decode_head
-
-    def _set_phase_locked(self, phase: Phase, reason: str = '') -> None:
-        changed = self._status.phase != phase
-        self._status.phase = phase
-        self._status.reason = reason
-        if changed and self.on_phase_change is not None:
-            self.on_phase_change(replace(self._status, losses=dict(self._status.losses)))
 
     def update_config(self, cfg: EngineConfig) -> None:
         """New settings: fusion tau applies at once, the rest from the next warm-up on."""
@@ -298,27 +342,10 @@ class CameraStream:
 
     # ------------------------------------------------------------------ frames
 
-    def _check_continuity_locked(self, frame_hw, stamp: float) -> float:
-        """Temporal-state bookkeeping; returns the stream time this frame adds."""
-        dt = 0.0
-        if self._frame_hw is not None and frame_hw != self._frame_hw:
-            LOG.warning('%s: frame size changed %s -> %s; temporal state reset', self.name,
-                        self._frame_hw, frame_hw)
-            self._status.temporal_resets += 1
-            self.predictor.reset()
-            if self._status.phase == Phase.WARMUP:
-                self._begin_warmup_locked()
-        elif self._last_stamp is not None:
-            if stamp < self._last_stamp:
-                LOG.warning('%s: stamp jumped back %.3f s (bag loop?); temporal state reset',
-                            self.name, self._last_stamp - stamp)
-                self._status.temporal_resets += 1
-                self.predictor.reset()
-            else:
-                dt = min(stamp - self._last_stamp, self._active.warmup.max_gap_s)
-        self._frame_hw = frame_hw
-        self._last_stamp = stamp
-        return dt
+    def _temporal_reset_locked(self, size_changed: bool) -> None:
+        self.predictor.reset()
+        if size_changed and self._status.phase == Phase.WARMUP:
+            self._begin_warmup_locked()  # a clip needs one frame size
 
     def _warmup_done_locked(self) -> bool:
         w, s = self._active.warmup, self._status

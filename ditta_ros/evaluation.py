@@ -12,9 +12,10 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, WarmupConfig
+from ditta_ros.engine import AdaptationWorker, EngineConfig, Phase
 from ditta_ros.io.video import Video
 from ditta_ros.labels import LabelSet
+from ditta_ros.methods import make_stream
 from ditta_ros.metrics import ConfusionMatrix, summarize, temporal_consistency, \
     video_consistency_scores
 
@@ -52,8 +53,8 @@ def run_offline(video: Video, model, spec, cfg: EngineConfig, teacher, device='c
                 wait_for_adaptation: bool = True, progress=None, class_names=None) -> VideoRun:
     """Run the engine on a video without DDS (deterministic for a seeded configuration)."""
     worker = AdaptationWorker() if cfg.method == 'ditta' else None
-    stream = CameraStream(video.name, model, spec, cfg, worker, teacher, device,
-                          class_names=class_names)
+    stream = make_stream(video.name, model, spec, cfg, worker, teacher, device,
+                         class_names=class_names)
     preds, eval_time, adapt_time = [], 0.0, 0.0
     warmup = cfg.warmup.frames
     try:

@@ -25,8 +25,9 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from ditta_ros import settings
-from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, StreamStatus
+from ditta_ros.engine import AdaptationWorker, EngineConfig, Phase, StreamStatus
 from ditta_ros.labels import load_label_set
+from ditta_ros.methods import NEEDS_TEACHER, make_stream
 from ditta_ros.model.build import build_model
 from ditta_ros.msg import AdaptationStatus, SegmentationLabels
 from ditta_ros.ros import messages
@@ -97,9 +98,11 @@ class DittaNode(Node):
         self.model = build_model(settings.model_spec(self.p, self.labels), self.device).eval()
         self.input_spec = settings.input_spec(self.p)
         ditta = self.p['method'] == 'ditta'
+        needs_teacher = self.p['method'] in NEEDS_TEACHER
         self.adaptation_worker = AdaptationWorker() if ditta else None
-        self.teacher_name = self.p['teacher.name'] if ditta else ''
-        teacher = make_teacher(settings.teacher_spec(self.p), self.device) if ditta else None
+        self.teacher_name = self.p['teacher.name'] if needs_teacher else ''
+        teacher = make_teacher(settings.teacher_spec(self.p), self.device) \
+            if needs_teacher else None
         self.settings = OutputSettings(self.p['output.color_mask'], self.p['output.confidence'],
                                        self.p['input.max_image_pixels'])
         self.cameras: Dict[str, CameraWorker] = {}
@@ -202,10 +205,10 @@ class DittaNode(Node):
             AdaptationStatus, ns + 'status',
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL))
-        stream = CameraStream(name, self.model, self.input_spec, self._engine_config(),
-                              self.adaptation_worker, teacher, self.device,
-                              on_phase_change=lambda status, n=name: self._on_phase(n, status),
-                              class_names=self.labels.class_names)
+        stream = make_stream(name, self.model, self.input_spec, self._engine_config(),
+                             self.adaptation_worker, teacher, self.device,
+                             on_phase_change=lambda status, n=name: self._on_phase(n, status),
+                             class_names=self.labels.class_names)
         if self.p['decoder.load_path']:
             self.get_logger().info(stream.load(self._decoder_path(self.p['decoder.load_path'],
                                                                    name, len(self.p['camera_topics']))))

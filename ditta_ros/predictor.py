@@ -31,6 +31,23 @@ class Prediction:
     fused: bool = False
 
 
+def to_prediction(logits: torch.Tensor, input_hw, frame_hw, tau: float = 0.8,
+                  want_confidence: bool = False, want_probs: bool = False) -> Prediction:
+    """Decoder-grid logits [1 or 2, C, h, w] (plain, add-on) -> the frame's prediction: resized
+    to the input then to the frame size, fused by reliability when there are two branches."""
+    if logits.shape[0] == 1 and not (want_confidence or want_probs):
+        return Prediction(class_ids(resize_logits(logits, input_hw, frame_hw)[0]), None)
+    probs = torch.softmax(resize_logits(logits, input_hw, frame_hw), dim=1)
+    final = fuse(probs[0], probs[1], tau) if logits.shape[0] == 2 else probs[0]
+    return Prediction(class_ids(final), reliability(final) if want_confidence else None,
+                      final if want_probs else None, fused=logits.shape[0] == 2)
+
+
+def frame_input(frame_rgb: np.ndarray, spec: InputSpec, device) -> torch.Tensor:
+    """[1, 3, h, w] network input of one frame on `device`."""
+    return prepare_frame(frame_rgb, spec).unsqueeze(0).to(device)
+
+
 @dataclass
 class _Previous:
     features: List[torch.Tensor]
@@ -74,7 +91,7 @@ class FramePredictor:
                 want_confidence: bool = False, want_probs: bool = False) -> Prediction:
         """Predict one frame with `head` (eval mode); `fused` uses the add-on (stage D)."""
         frame_hw = frame_rgb.shape[:2]
-        x = prepare_frame(frame_rgb, self.spec).unsqueeze(0).to(self.device)
+        x = frame_input(frame_rgb, self.spec, self.device)
         with self._autocast():
             features = self.model.features(x)
         embedding, logits = self._head_outputs(head, features)
@@ -90,10 +107,4 @@ class FramePredictor:
         self._prev = _Previous(features, grid)
         if fused:
             self._prev.head, self._prev.key, self._prev.logits = head, head.key(embedding[0]), logits
-        input_hw = x.shape[-2:]
-        if out.shape[0] == 1 and not (want_confidence or want_probs):
-            return Prediction(class_ids(resize_logits(out, input_hw, frame_hw)[0]), None)
-        probs = torch.softmax(resize_logits(out, input_hw, frame_hw), dim=1)
-        final = fuse(probs[0], probs[1], self.tau) if out.shape[0] == 2 else probs[0]
-        return Prediction(class_ids(final), reliability(final) if want_confidence else None,
-                          final if want_probs else None, fused=out.shape[0] == 2)
+        return to_prediction(out, x.shape[-2:], frame_hw, self.tau, want_confidence, want_probs)

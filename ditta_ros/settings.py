@@ -60,7 +60,8 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
                           passes=p['adapt.passes'], momentum=p['adapt.momentum'],
                           max_memory_mb=p['adapt.max_memory_mb']),
         precision=p['precision'],
-        seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None)
+        seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
+        continuous=p['adapt.continuous'])
 
 
 def teacher_spec(p: Params) -> TeacherSpec:

@@ -24,10 +24,10 @@ stamp="$venv/.ditta-requirements.sha256"
 wanted="$(cat requirements/venv.in requirements/constraints.txt requirements/sam2.txt | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   log "installing Python packages (first run: a few minutes)"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  "$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check \
     -r requirements/venv.in -c requirements/constraints.txt
   log "installing SAM2 (hash-pinned, without re-resolving torch)"
-  SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  SAM2_BUILD_CUDA=0 "$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check \
     --no-deps --no-build-isolation --require-hashes -r requirements/sam2.txt
   echo "$wanted" > "$stamp"
 else

@@ -41,6 +41,11 @@ class DiTTAHead(nn.Module):
     def classifier_parameters(self) -> Iterator[nn.Parameter]:
         raise NotImplementedError
 
+    def running_stat_norms(self) -> List[nn.Module]:
+        """BatchNorms that always keep their running statistics, also in train mode (none by
+        default; a norm applied to a 1x1 pooled map has one value per channel and frame)."""
+        return []
+
     def addon_parameters(self) -> List[nn.Parameter]:
         return list(self.query_layer.parameters()) + list(self.key_layer.parameters())
 

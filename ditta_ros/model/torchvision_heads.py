@@ -39,14 +39,16 @@ class DeepLabV3Head(DiTTAHead):
     def classifier_parameters(self):
         return self.classifier[4].parameters()
 
-    def train(self, mode: bool = True):
-        """Train mode, except the ASPP image-pooling BatchNorm, which sees one value per
-        channel and frame (a single-frame clip cannot be normalised by its own statistics)."""
-        super().train(mode)
+    def running_stat_norms(self):
+        """The ASPP image-pooling BatchNorm sees one value per channel and frame."""
         pooling_branch = self.classifier[0].convs[-1]
-        for module in pooling_branch.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+        return [m for m in pooling_branch.modules() if isinstance(m, nn.BatchNorm2d)]
+
+    def train(self, mode: bool = True):
+        """Train mode, except the norms that keep their running statistics."""
+        super().train(mode)
+        for module in self.running_stat_norms():
+            module.eval()
         return self
 
 

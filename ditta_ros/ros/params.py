@@ -11,6 +11,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from ditta_ros.labels import config_dir
+from ditta_ros.methods import METHODS
 
 NOW, NEXT, RESTART = 'now', 'next adaptation', 'restart'
 
@@ -43,7 +44,8 @@ PARAMS: List[ParamDef] = [
     ParamDef('output.status_rate_hz', 'float', 'Rate of ~/<camera>/status and /diagnostics.',
              bounds=(0.1, 100.0)),
     ParamDef('method', 'str', 'ditta: adapt on a warm-up, then fused inference; none: the '
-             'source model frame by frame.', choices=('ditta', 'none')),
+             'source model frame by frame; tent, cotta, auxadapt: peer test-time adaptation; '
+             'sam2_refine: SAM2 refines every frame (slow).', choices=METHODS),
     ParamDef('start', 'str', 'immediate: the warm-up starts with the first frame; '
              'on_service: it waits for ~/start_adaptation.', choices=('immediate', 'on_service')),
     ParamDef('warmup.frames', 'int', 'Warm-up frames to keep (0: warmup.seconds decides).', NEXT,
@@ -90,6 +92,8 @@ PARAMS: List[ParamDef] = [
     ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames.', NEXT, bounds=(1, 100)),
     ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,
              bounds=(0.0, 1.0)),
+    ParamDef('adapt.continuous', 'bool', 'tent, cotta, auxadapt: adapt on every frame (true) '
+             'or on the warm-up frames only, then freeze (false).', NEXT),
     ParamDef('adapt.max_memory_mb', 'float', 'Memory budget of an adaptation (CUDA: peak '
              'allocated; CPU: process RSS); exceeding it fails the adaptation. 0: none.', NEXT,
              bounds=(0.0, 1e7)),

@@ -26,11 +26,11 @@ from ditta_ros import settings
 from ditta_ros.evaluation import MethodScores, VideoRun, run_offline, warmup_frames_for
 from ditta_ros.io.video import load_videos
 from ditta_ros.labels import load_label_set
+from ditta_ros.methods import METHODS, NEEDS_TEACHER
 from ditta_ros.model.build import build_model
 from ditta_ros.ros.params import load_parameters
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 
-METHODS = ('none', 'ditta')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='node parameter file(s) (model, teacher, adaptation settings)')
     p.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                    help='override one parameter, e.g. -p teacher.name:=flow')
-    p.add_argument('--methods', default='none,ditta', help='comma-separated: none, ditta')
+    p.add_argument('--methods', default='none,ditta',
+                   help=f'comma-separated, of: {", ".join(METHODS)}')
     group = p.add_mutually_exclusive_group()
     group.add_argument('--warmup-ratio', type=float, default=None,
                        help='warm-up share of each video in %% (paper: 10, 25, 50; default 10)')
@@ -138,7 +139,7 @@ def run_offline_all(args, params, videos, methods, warmups, tick):
     model = build_model(settings.model_spec(params, labels), device).eval()
     spec = settings.input_spec(params)
     teacher = None
-    if 'ditta' in methods:
+    if any(m in NEEDS_TEACHER for m in methods):
         teacher_spec = TeacherSpec(name='oracle') if args.oracle else settings.teacher_spec(params)
         teacher = make_teacher(teacher_spec, device)
     runs = {m: [] for m in methods}
