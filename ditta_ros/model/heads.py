@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditta_ros.model.addon import embed_tokens, local_attention, mlp, projection_head
+from ditta_ros.model.addon import (dense_local_attention, embed_tokens, local_attention, mlp,
+                                   projection_head)
 
 TARGET_DECODERS = ('decoder', 'cls_head', 'addon')
 
@@ -28,6 +29,9 @@ class DiTTAHead(nn.Module):
         self.embedding_dim = embed_dim
         self.num_classes = num_classes
         self.window = window
+        # 'windowed' (ours) or 'dense' (the reference's [hw, hw] formulation; for checks and
+        # benchmarks only: its memory grows with the square of the pixel count)
+        self.attention = 'windowed'
 
     def _build_addon(self) -> None:
         """Create the add-on modules; called by subclasses after their decoder modules."""
@@ -70,6 +74,8 @@ class DiTTAHead(nn.Module):
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Add-on logits [C, h, w] of frame t from its query, frame t-1's key and logits."""
+        if self.attention == 'dense':
+            return dense_local_attention(query, key, value, self.window)
         return local_attention(query, key, value, self.window)
 
 
