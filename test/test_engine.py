@@ -172,3 +172,30 @@ def test_two_streams_share_the_backbone_and_adapt_their_own_decoders(tiny_model,
     differs = any(not torch.equal(x, y) for x, y in zip(a._head.parameters(),
                                                         b._head.parameters()))
     assert differs
+
+
+def test_flow_teacher_adaptation_on_a_synthetic_drive_lowers_the_losses(tiny_model):
+    """Stage A -> B (flow teacher) -> C on a short generated clip: the distillation and
+    contrastive losses fall over the passes."""
+    from ditta_ros.adapt.ditta import WarmupClip, adapt
+    from ditta_ros.predictor import FramePredictor
+    from ditta_ros.synth.sequence import SequenceSpec, generate
+    from ditta_ros.teacher.mask_propagators import FlowPropagator
+    from ditta_ros.teacher.targets import build_targets
+    frames = [f.image for f in generate(SequenceSpec(width=128, height=64, frames=4, seed=2))]
+    predictor = FramePredictor(tiny_model, SPEC)
+    stage_a = [predictor.predict(tiny_model.decode_head, f, fused=False, want_confidence=True)
+               for f in frames]
+    clip = WarmupClip(frames, [p.label for p in stage_a], [p.confidence for p in stage_a])
+    build = build_targets(FlowPropagator(), frames, clip.labels, clip.reliabilities,
+                          TargetConfig(num_classes=19, frame0_threshold=0.5,
+                                       later_threshold=0.5))
+    assert len(build.targets) == 4
+    torch.manual_seed(0)
+    losses = []
+    adapt(tiny_model, tiny_model.decode_head, clip, build.targets, SPEC, AdaptConfig(passes=6),
+          on_step=lambda step, total, l: losses.append(l))
+    first, last = losses[:4], losses[-4:]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
+    for key in ('distill', 'contra', 'total'):
+        assert mean(last, key) < mean(first, key), key

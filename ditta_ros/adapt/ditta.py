@@ -29,10 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from ditta_ros.adapt.guard import memory_in_use_mb
+from ditta_ros.adapt.upsampled_features import UpsampledNormalisedFeatures
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
 from ditta_ros.teacher.targets import IGNORE_INDEX, Target
+
+
+_OBJECT_CHUNK = 16  # objects whose prototype weights are scattered back at once
 
 
 class AdaptationError(RuntimeError):
@@ -138,35 +142,37 @@ class DiTTAAdapter:
         return F.interpolate(rel.unsqueeze(0), frame_hw, mode='bilinear', align_corners=False)[0]
 
     def _contrastive(self, obj_id, feat, feat_mo, probs_mo) -> Optional[torch.Tensor]:
+        """Mask-based contrastive alignment (Eq. 6-7). Equal to the reference's computation on
+        the frame-resolution features, done without materialising them (see
+        upsampled_features.py): memory grows with objects x pixels, not channels x pixels."""
         objects = [o for o in obj_id.unique().tolist() if o != 0]
         if not objects:
             return None
         h, w = obj_id.shape
         with torch.no_grad():
-            mo = F.normalize(feat_mo, dim=1)
-            mo = F.normalize(F.interpolate(mo, (h, w), mode='bilinear',
-                                           align_corners=False)[-1], dim=0)
-            weight = self._momentum_reliability(probs_mo, (h, w)) if self.cfg.soft_contra \
-                else None
-            prototypes = []
+            momentum = UpsampledNormalisedFeatures(F.normalize(feat_mo[-1], dim=0), (h, w))
+            weight = self._momentum_reliability(probs_mo, (h, w))[0] if self.cfg.soft_contra \
+                else torch.ones(h, w, device=obj_id.device)
             assignment = obj_id.new_full((1, h, w), IGNORE_INDEX)
+            regions = []
             for slot, oid in enumerate(objects):
                 region = obj_id == oid
-                inside = mo[:, region]
-                proto = (inside * weight[:, region]).mean(1) if weight is not None \
-                    else inside.mean(1)
-                proto = F.normalize(proto, dim=0)
+                assignment[0, region] = slot
+                regions.append(region)
+            fresh = []
+            for start in range(0, len(objects), _OBJECT_CHUNK):
+                masks = torch.stack(regions[start:start + _OBJECT_CHUNK]).to(weight.dtype)
+                fresh.append(momentum.weighted_sums(masks * weight))
+            fresh = F.normalize(torch.cat(fresh), dim=1)          # mean direction per object
+            prototypes = []
+            for oid, proto in zip(objects, fresh):
                 if oid in self.prototypes:
                     proto = F.normalize((proto + self.prototypes[oid]) / 2, dim=0)
                 self.prototypes[oid] = proto
                 prototypes.append(proto)
-                assignment[0, region] = slot
-            prototypes = torch.stack(prototypes, dim=1)  # [D, O]
-        dim = feat.shape[1]
-        live = F.normalize(feat, dim=1)
-        live = F.normalize(F.interpolate(live, (h, w), mode='bilinear',
-                                         align_corners=False)[-1], dim=0)
-        similarity = (live.reshape(dim, h * w).t() @ prototypes).t().reshape(1, -1, h, w)
+            prototypes = torch.stack(prototypes)                  # [O, D]
+        live = UpsampledNormalisedFeatures(F.normalize(feat[-1], dim=0), (h, w))
+        similarity = live.dot(prototypes)[None]                   # [1, O, H, W]
         return all_pixel_cross_entropy(similarity / self.cfg.temperature, assignment)
 
 

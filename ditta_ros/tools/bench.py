@@ -13,6 +13,9 @@ Extra comparisons:
                           recomputing them at every per-object call; targets must be identical
   --quality DIR           ditta-eval --offline of every method (and DiTTA with the ground-truth
                           'oracle' teacher) on generated target-domain sequences written to DIR
+  --stage-costs           per-frame cost of each DiTTA stage (A, B, C per step, D) at --size
+  --node-latency          the node over DDS: per-frame latency, throughput, and the share spent
+                          outside the model (decode, encode, publish), at --size
 """
 import argparse
 import json
@@ -54,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--reference-comparison', action='store_true')
     p.add_argument('--stage-b-comparison', action='store_true')
     p.add_argument('--quality', default=None, metavar='DIR')
+    p.add_argument('--stage-costs', action='store_true')
+    p.add_argument('--node-latency', action='store_true')
     p.add_argument('--json', default=None, help='write all figures as JSON')
     p.add_argument('--markdown', default=None, help='write the tables as Markdown')
     return p
@@ -175,12 +180,12 @@ def reference_comparison(args, which):
     w, h = 864, 480
     spec = InputSpec(img_scale=(w, h))
     from ditta_ros.synth.sequence import SequenceSpec, generate
-    frames = [f.image for f in generate(SequenceSpec(width=w, height=h, frames=3, seed=1))]
+    frames = [f.image for f in generate(SequenceSpec(width=w, height=h, frames=4, seed=1))]
     timings = []
     if which.endswith('inference'):
         predictor = FramePredictor(model, spec, device)
         predictor.predict(head, frames[0], fused=True)
-        for frame_a, frame_b in ((frames[0], frames[1]), (frames[1], frames[2])):
+        for frame_a, frame_b in zip(frames[:-1], frames[1:]):
             tic = time.perf_counter()
             with torch.no_grad():
                 if which.startswith('reference'):   # the reference: the clip through everything
@@ -200,11 +205,13 @@ def reference_comparison(args, which):
         label = torch.randint(0, args.num_classes, (h, w))
         clip = torch.cat([frame_input(frames[0], spec, device), frame_input(frames[1], spec,
                                                                              device)])
-        for _ in range(2):
+        for _ in range(3):
             tic = time.perf_counter()
             adapter.step(clip, (h, w), label, Target(obj_id, score))
             timings.append(time.perf_counter() - tic)
-    return {'measurement': which, 'seconds': float(np.mean(timings)), **_peak_memory(device)}
+    # steady state: the median of the repetitions after the first (allocations, caches)
+    return {'measurement': which, 'seconds': float(np.median(timings[1:])),
+            **_peak_memory(device)}
 
 
 def stage_b_comparison(args):
@@ -245,6 +252,112 @@ def stage_b_comparison(args):
     return {'cached_s': results['cached'], 'recomputed_s': results['recomputed'],
             'speedup': results['recomputed'] / results['cached'], 'identical_targets': identical,
             'warmup_frames': len(frames), 'objects': objects}
+
+
+def stage_costs(args):
+    """Seconds per frame (stage A, B, D) or per step (stage C) at the bench frame size."""
+    from ditta_ros.adapt.ditta import AdaptConfig, WarmupClip, adapt
+    from ditta_ros.predictor import FramePredictor
+    from ditta_ros.preprocess import InputSpec
+    from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+    from ditta_ros.teacher.targets import TargetConfig, build_targets
+    device = _device(args.device)
+    model = _model(args, device)
+    spec = InputSpec(img_scale=_size(args.size))
+    frames = _frames(args, args.warmup + 3)
+    warm = frames[:args.warmup]
+    predictor = FramePredictor(model, spec, device)
+    tic = time.perf_counter()
+    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_confidence=True)
+               for f in warm]
+    costs = {'A (ISS prediction + reliability) per frame': (time.perf_counter() - tic) / len(warm)}
+    clip = WarmupClip(warm, [p.label.cpu() for p in stage_a],
+                      [p.confidence.cpu() for p in stage_a])
+    cfg = TargetConfig(num_classes=args.num_classes)
+    teachers = {'flow': TeacherSpec('flow')}
+    if args.teacher == 'sam2':
+        teachers['sam2'] = sam2_teacher_spec(args)
+    targets = None
+    for name, teacher_spec in teachers.items():
+        factory = make_teacher(teacher_spec, device)
+        tic = time.perf_counter()
+        build = build_targets(factory(None), warm, clip.labels, clip.reliabilities, cfg)
+        costs[f'B ({name} teacher) per warm-up frame'] = (time.perf_counter() - tic) / len(warm)
+        targets = targets or build.targets
+    if targets:
+        steps = []
+        adapter = adapt(model, model.decode_head, clip, targets, spec,
+                        AdaptConfig(passes=1), device,
+                        on_step=lambda *a: steps.append(time.perf_counter()))
+        tic = steps[0] if len(steps) > 1 else None
+        if tic is not None:
+            costs['C (adaptation) per step'] = (steps[-1] - tic) / (len(steps) - 1)
+        head = adapter.head
+    else:
+        head = model.decode_head
+    predictor.reset()
+    predictor.predict(head, frames[args.warmup], fused=True)
+    tic = time.perf_counter()
+    for frame in frames[args.warmup + 1:]:
+        predictor.predict(head, frame, fused=True)
+    costs['D (fused inference) per frame'] = (time.perf_counter() - tic) / 2
+    return costs
+
+
+def node_latency(args):
+    """The installed node over DDS: lockstep replay of generated frames, methods none, ditta."""
+    import os
+    import tempfile
+    from ditta_ros.io.video import Video
+    from ditta_ros.ros.replay import (Client, NodeProcess, dds_environment, replay_video,
+                                      wait_until)
+    os.environ.update(dds_environment())
+    device = _device(args.device)
+    model = _model(args, device)
+    workdir = Path(tempfile.mkdtemp(prefix='ditta_bench_'))
+    checkpoint = workdir / 'model.pt'
+    state = {f'backbone.{k}': v for k, v in model.backbone.state_dict().items()}
+    state.update({f'decode_head.{k}': v for k, v in model.decode_head.state_dict().items()})
+    torch.save({'state_dict': state}, checkpoint)
+    w, h = _size(args.size)
+    frames = _frames(args, args.warmup + args.frames)
+    video = Video('bench', frames, [0.1 * i for i in range(len(frames))])
+    results = {}
+    client = Client('ditta_bench')
+    from diagnostic_msgs.msg import DiagnosticArray
+    diagnostics = client.collect(DiagnosticArray, '/diagnostics')
+    try:
+        for method in ('none', 'ditta'):
+            params = {'camera_topics': ['/camera/image_raw'], 'method': method,
+                      'model.family': args.family, 'model.variant': args.variant,
+                      'model.checkpoint': str(checkpoint), 'model.embed_dim': args.embed_dim,
+                      'model.window': args.window, 'model.input_scale': [w, h],
+                      'teacher.name': 'flow', 'warmup.frames': args.warmup,
+                      'adapt.passes': args.passes, 'input.qos': 'reliable',
+                      'output.color_mask': True, 'output.status_rate_hz': 2.0,
+                      'device': args.device}
+            node = NodeProcess(workdir, params, name='ditta')
+            try:
+                node.wait_for_log('ready:', 120)
+                result = replay_video(client, video, '/camera/image_raw', 'ditta', args.warmup,
+                                      wait_for_adaptation=method == 'ditta')
+                diagnostics.clear()
+                wait_until(lambda: diagnostics, 10, 'diagnostics')
+            finally:
+                node.stop()
+            values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+            decode, model_ms, publish = (float(values[k]) for k in
+                                         ('decode_ms', 'model_ms', 'encode_publish_ms'))
+            node_ms = decode + model_ms + publish
+            results[method] = {
+                'round_trip_ms': 1000 * result['eval_seconds'] / max(1, args.frames),
+                'throughput_fps': args.frames / max(result['eval_seconds'], 1e-9),
+                'decode_ms': decode, 'model_ms': model_ms, 'encode_publish_ms': publish,
+                'outside_model_share': (decode + publish) / node_ms if node_ms else float('nan'),
+                'received': result['received'], 'sent': result['sent']}
+    finally:
+        client.close()
+    return results
 
 
 def _in_fresh_process(function, *args):
@@ -306,6 +419,17 @@ def markdown(report) -> str:
                       f'objects): features cached {b["cached_s"]:.1f} s, recomputed '
                       f'{b["recomputed_s"]:.1f} s: {b["speedup"]:.1f}x, identical targets: '
                       f'{b["identical_targets"]}.']
+    if report.get('stage_costs'):
+        lines += ['', f'| stage (at {report["size"]}) | seconds |', '|---|---|']
+        lines += [f'| {k} | {v:.3f} |' for k, v in report['stage_costs'].items()]
+    if report.get('node'):
+        lines += ['', f'| node over DDS ({report["size"]}) | round trip (ms) | throughput (FPS) '
+                      '| decode / model / encode+publish (ms) | outside the model |',
+                  '|---|---|---|---|---|']
+        for name, n in report['node'].items():
+            lines.append(f'| {name} | {n["round_trip_ms"]:.0f} | {n["throughput_fps"]:.2f} | '
+                         f'{n["decode_ms"]:.1f} / {n["model_ms"]:.1f} / '
+                         f'{n["encode_publish_ms"]:.1f} | {100 * n["outside_model_share"]:.0f} % |')
     if report.get('quality'):
         lines += ['', '| method | mIoU | wIoU | mVC8 | mVC16 | TC |', '|---|---|---|---|---|---|']
         for name, q in report['quality'].items():
@@ -358,6 +482,12 @@ def main(argv=None) -> int:
     if args.stage_b_comparison:
         print('[bench] stage B ...', flush=True)
         report['stage_b'] = _in_fresh_process(stage_b_comparison, args)
+    if args.stage_costs:
+        print('[bench] stage costs ...', flush=True)
+        report['stage_costs'] = _in_fresh_process(stage_costs, args)
+    if args.node_latency:
+        print('[bench] node over DDS ...', flush=True)
+        report['node'] = _in_fresh_process(node_latency, args)
     if args.quality:
         report['quality'] = quality(args, args.quality)
     text = markdown(report)
