@@ -36,7 +36,7 @@ from ditta_ros.teacher.targets import Propagator, TargetConfig, build_targets
 
 LOG = logging.getLogger('ditta_ros.engine')
 
-METHODS = ('ditta', 'none')
+CAMERA_STREAM_METHODS = ('ditta', 'none')  # the others run in online.OnlineStream
 
 
 class Phase(IntEnum):
@@ -104,9 +104,6 @@ class AdaptationWorker:
 
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
-
-    def pending(self) -> int:
-        return self._jobs.qsize()
 
     def _run(self) -> None:
         while True:
@@ -236,8 +233,9 @@ class CameraStream(StreamBase):
                  worker: Optional[AdaptationWorker], teacher: Optional[TeacherFactory],
                  device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):
-        if cfg.method not in METHODS:
-            raise ValueError(f'unknown method {cfg.method!r}; choose one of {", ".join(METHODS)}')
+        if cfg.method not in CAMERA_STREAM_METHODS:
+            raise ValueError(f'CameraStream runs {", ".join(CAMERA_STREAM_METHODS)}, not '
+                             f'{cfg.method!r} (use methods.make_stream)')
         if cfg.method == 'ditta' and (worker is None or teacher is None):
             raise ValueError('method "ditta" needs an adaptation worker and a teacher')
         super().__init__(name, model, spec, cfg, device, on_phase_change, class_names)

@@ -87,10 +87,6 @@ class CameraWorker:
             self._slot = (msg, now)
             self._cond.notify()
 
-    def queued(self) -> int:
-        with self._cond:
-            return 0 if self._slot is None else 1
-
     def _take(self):
         with self._cond:
             while self._slot is None and not self._stopping:

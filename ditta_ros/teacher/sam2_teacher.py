@@ -33,8 +33,8 @@ SAM2_STD = (0.229, 0.224, 0.225)
 class CachingVideoPredictor(SAM2VideoPredictor):
     """SAM2's video predictor, keeping the image features of every frame of a state.
 
-    With `cache_features = False` it behaves as upstream (features recomputed whenever another
-    frame was used in between); the benchmark uses that as its baseline.
+    With `cache_features = False` the image encoder runs at every call, for every object and
+    frame (the straightforward implementation the benchmark compares against).
     """
 
     cache_features = True
@@ -48,6 +48,8 @@ class CachingVideoPredictor(SAM2VideoPredictor):
                 store[frame_idx] = (image, self.forward_image(image))
             # hand upstream a one-frame cache that hits, so its expansion logic is reused
             inference_state['cached_features'] = {frame_idx: store[frame_idx]}
+        else:
+            inference_state['cached_features'] = {}
         return super()._get_image_feature(inference_state, frame_idx, batch_size)
 
 
