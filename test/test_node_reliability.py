@@ -32,7 +32,7 @@ PHASES = {
     'waiting': ({'start': 'on_service'}, 0),
     'warmup': ({'warmup.frames': 50}, 2),
     'building_targets': ({'warmup.frames': 12, 'model.input_scale': [256, 128],
-                          'teacher.flow_max_side': 1024, 'teacher.prompt_threshold': 0.3}, 12),
+                          'teacher.flow_max_side': 1024, 'teacher.prompt_threshold': 0.3}, 20),
     'adapting': ({'adapt.passes': 60, 'model.input_scale': [256, 128]}, 4),
     'adapted': ({}, 4),
     'failed': ({'teacher.prompt_threshold': 1.0}, 4),
@@ -49,8 +49,9 @@ def test_sigterm_in_every_phase_exits_cleanly_within_seconds(tmp_path, b0_checkp
         statuses = _statuses(client)
         if count:
             size = (256, 512) if phase == 'building_targets' else (48, 80)
+            # slower than the node processes them: keep-latest must not drop warm-up frames
             send_frames(_publisher(client), synthetic_clip(frames=count, height=size[0],
-                                                           width=size[1]), gap=0.05)
+                                                           width=size[1]), gap=0.25)
         wait_until(lambda: any(s.phase_name == phase for s in statuses), 120, phase)
     finally:
         started = time.monotonic()
