@@ -44,7 +44,7 @@ cmake -S "$root" -B "$root/build" -Wno-dev \
   -DCMAKE_PROJECT_INCLUDE="$root/cmake/pypi_wheels_fixup.cmake" > "$root/build.log" 2>&1 \
   || { cat "$root/build.log"; exit 1; }
 cmake --build "$root/build" -j "$(nproc)" >> "$root/build.log" 2>&1 || { tail -50 "$root/build.log"; exit 1; }
-cmake --install "$root/build" >> "$root/build.log" 2>&1 || { tail -50 "$root/build.log"; exit 1; }
+(cd "$root/build" && cmake --install .) >> "$root/build.log" 2>&1 || { tail -50 "$root/build.log"; exit 1; }
 
 # shellcheck source=env.sh
 . "$root/scripts/env.sh"
