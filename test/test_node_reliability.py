@@ -114,8 +114,10 @@ def test_a_camera_with_only_bad_input_does_not_disturb_the_other(tmp_path, b0_ch
 
 
 def test_dds_soak_every_mask_carries_its_own_inputs_header(tmp_path, b0_checkpoint, client):
-    """A few hundred frames, sent faster than the node can process them: every mask that comes
-    back has the stamp and frame_id of the frame it was computed from; queues do not grow."""
+    """1200 frames at 50 Hz, faster than the node processes them: every mask that comes back has
+    the stamp and frame_id of the frame it was computed from, nothing queues up (keep-latest
+    drops and counts), and the node's memory stays flat after the warm-up."""
+    import psutil
     from sensor_msgs.msg import Image
     node = NodeProcess(tmp_path, node_params(b0_checkpoint, **{'input.qos': 'reliable',
                                                                'input.qos_depth': 50}))
@@ -125,16 +127,23 @@ def test_dds_soak_every_mask_carries_its_own_inputs_header(tmp_path, b0_checkpoi
         masks = client.collect(Image, f'/ditta/{NODE_CAMERA}/mask')
         pub = _publisher(client)
         frames = synthetic_clip(frames=10, height=48, width=80)
-        sent = {}
-        for i in range(400):
+        process = psutil.Process(node.proc.pid)
+        sent, rss = {}, {}
+        total = 1200
+        for i in range(total):
             frame = frames[i % 10].copy()
             frame[0, 0] = (i % 256, i // 256, 0)   # every frame distinct
             msg = image_message(frame, 100 + 0.05 * i, frame_id=f'cam_{i}')
             sent[msg.header.frame_id] = (msg.header.stamp.sec, msg.header.stamp.nanosec)
             pub.publish(msg)
-            time.sleep(0.005)
-        wait_until(lambda: statuses and statuses[-1].frames_received == 400, 60, 'all received')
-        wait_until(lambda: statuses[-1].frames_processed + statuses[-1].frames_dropped == 400,
+            time.sleep(0.02)
+            if i == 300:
+                wait_until(lambda: statuses[-1].phase_name == 'adapted', 60, 'adapted')
+                rss['after warm-up'] = process.memory_info().rss
+        rss['end'] = process.memory_info().rss
+        wait_until(lambda: statuses and statuses[-1].frames_received == total, 60,
+                   'all received')
+        wait_until(lambda: statuses[-1].frames_processed + statuses[-1].frames_dropped == total,
                    60, 'all processed or dropped')
         time.sleep(1.0)
         last = statuses[-1]
@@ -145,7 +154,11 @@ def test_dds_soak_every_mask_carries_its_own_inputs_header(tmp_path, b0_checkpoi
                                                   mask.header.stamp.nanosec)
             assert (mask.height, mask.width) == (48, 80)
         assert last.phase_name == 'adapted'
-        print(f'DDS soak: 400 sent, {len(masks)} masks, {last.frames_dropped} dropped, '
-              f'{last.inference_rate_hz:.1f} Hz, latency {last.latency_ms:.1f} ms')
+        growth = (rss['end'] - rss['after warm-up']) / 2 ** 20
+        print(f'DDS soak: {total} sent, {len(masks)} masks, {last.frames_dropped} dropped, '
+              f'{last.inference_rate_hz:.1f} Hz, latency {last.latency_ms:.1f} ms, node RSS '
+              f'after warm-up {rss["after warm-up"] / 2**20:.0f} MB, end '
+              f'{rss["end"] / 2**20:.0f} MB (+{growth:.1f} MB)')
+        assert growth < 40
     finally:
         assert node.stop(signal.SIGINT) == 0
