@@ -7,7 +7,7 @@ as a path to a YAML file of the same layout.
 import os
 import sys
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import yaml

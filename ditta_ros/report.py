@@ -33,7 +33,7 @@ def write_json(path: Path, report: dict) -> None:
 
 def markdown(report: dict) -> str:
     methods = report['methods']
-    lines = [f'# ditta-eval report', '',
+    lines = ['# ditta-eval report', '',
              f'Data: `{report["data"]}` ({report["videos"]} video(s)); mode: {report["mode"]}; '
              f'warm-up: {report["warmup"]}; teacher: {report.get("teacher", "-")}; '
              f'model: {report["model"]}; device: {report["device"]}.', '',

@@ -14,8 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditta_ros.model.build import ModelSpec, build_model  # noqa: E402
-from ditta_ros.ros.replay import (Client, dds_environment, image_message,  # noqa: E402
-                                  wait_matched)
+from ditta_ros.ros.replay import Client, dds_environment, image_message  # noqa: E402
 
 # before anything initialises ROS in this process: loopback only, our own domain
 os.environ.update(dds_environment())

@@ -1,6 +1,4 @@
 """ditta-synth layout and labels, bag round trips, and the Cityscapes metric agreement."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest

@@ -1,15 +1,13 @@
 """The online engine: phases, background adaptation, swap, restart/reset, save/load, time."""
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from conftest import confident_checkpoint, synthetic_clip, tiny_spec
+from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.decoder_io import load_decoder, save_decoder
-from ditta_ros.engine import (AdaptationWorker, CameraStream, EngineConfig, Phase,
-                              WarmupConfig)
+from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.model.build import CheckpointError, build_model
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher

@@ -3,7 +3,6 @@
 ROS `launch`, `launch_ros` and `launch_pytest` come with a ROS 2 distribution and are not on
 PyPI; where they are missing these tests are skipped with that reason.
 """
-import os
 from pathlib import Path
 
 import pytest

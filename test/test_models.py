@@ -1,7 +1,6 @@
 """Model families, checkpoint formats and their errors."""
 import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -4,7 +4,6 @@ its own input."""
 import signal
 import time
 
-import numpy as np
 import pytest
 
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip

@@ -5,14 +5,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import psutil
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import confident_checkpoint, synthetic_clip, tiny_spec
+from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.guard import collapse_reason
-from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, WarmupConfig
+from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.io.image_codec import (SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed,
                                       decode_image, encode_compressed)
 from ditta_ros.model.build import build_model

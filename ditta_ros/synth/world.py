@@ -247,7 +247,6 @@ class Renderer:
 
     def _face(self, box, axis, value, camera_x, camera_z):
         """Pixels of the box face on plane `axis` = value, their depth and face coordinates."""
-        cam = self.cam
         if axis == 'x':
             dx = value - camera_x
             with np.errstate(divide='ignore', invalid='ignore'):

@@ -18,7 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from ditta_ros import report as rep
@@ -30,7 +29,6 @@ from ditta_ros.methods import METHODS, NEEDS_TEACHER
 from ditta_ros.model.build import build_model
 from ditta_ros.ros.params import load_parameters
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
-
 
 
 def build_parser() -> argparse.ArgumentParser:
