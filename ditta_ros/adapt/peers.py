@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditta_ros.inference import reliability
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.predictor import Prediction, frame_input, to_prediction
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.teacher.targets import IGNORE_INDEX, build_targets
 
 PEER_METHODS = ('tent', 'cotta', 'auxadapt', 'sam2_refine')
 
@@ -242,8 +244,6 @@ class Sam2Refine(_PeerBase):
 
     @torch.no_grad()
     def predict(self, frame_rgb, adapt=False, want_confidence=False):
-        from ditta_ros.inference import reliability
-        from ditta_ros.teacher.targets import IGNORE_INDEX, build_targets
         x = self._input(frame_rgb)
         _, logits = self.source_head(self.model.features(x))
         iss = to_prediction(logits, x.shape[-2:], frame_rgb.shape[:2], want_probs=True)
