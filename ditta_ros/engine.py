@@ -192,6 +192,18 @@ class StreamBase:
         if changed and self.on_phase_change is not None:
             self.on_phase_change(replace(self._status, losses=dict(self._status.losses)))
 
+    def update_config(self, cfg: EngineConfig) -> None:
+        """New settings: what `_apply_now_locked` applies takes effect at once, the rest from
+        the next warm-up (or restart) on."""
+        if cfg.method != self.cfg.method:
+            raise ValueError('the method of a stream cannot change while it runs')
+        with self._lock:
+            self.cfg = cfg
+            self._apply_now_locked(cfg)
+
+    def _apply_now_locked(self, cfg: EngineConfig) -> None:
+        """Settings that take effect at once (none by default)."""
+
     def _temporal_reset_locked(self, size_changed: bool) -> None:
         """Forget the temporal state (the frame sequence was broken)."""
 
@@ -261,13 +273,8 @@ class CameraStream(StreamBase):
     def adapted(self) -> bool:
         return self._head is not self.model.decode_head
 
-    def update_config(self, cfg: EngineConfig) -> None:
-        """New settings: fusion tau applies at once, the rest from the next warm-up on."""
-        if cfg.method != self.cfg.method:
-            raise ValueError('the method of a stream cannot change while it runs')
-        with self._lock:
-            self.cfg = cfg
-            self.predictor.tau = self._source_predictor.tau = cfg.tau
+    def _apply_now_locked(self, cfg: EngineConfig) -> None:
+        self.predictor.tau = self._source_predictor.tau = cfg.tau
 
     def _begin_warmup_locked(self) -> None:
         self._active = self.cfg

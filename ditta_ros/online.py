@@ -31,12 +31,6 @@ class OnlineStream(StreamBase):
     def adapted(self) -> bool:
         return self._status.phase in (Phase.ADAPTING, Phase.ADAPTED, Phase.WARMUP)
 
-    def update_config(self, cfg: EngineConfig) -> None:
-        if cfg.method != self.cfg.method:
-            raise ValueError('the method of a stream cannot change while it runs')
-        with self._lock:
-            self.cfg = cfg
-
     def _begin_locked(self) -> None:
         self._active = self.cfg
         self._method = self._make_method()
