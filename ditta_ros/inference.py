@@ -37,11 +37,11 @@ def iss_prediction(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 def fuse(probs_plain: torch.Tensor, probs_addon: torch.Tensor, tau: float) -> torch.Tensor:
     """Stage D (paper Eq. 3): where the plain branch is unreliable (R0 < tau), blend it with the
     add-on branch by their reliabilities, w = R0 / (R0 + R1). Inputs [C, H, W]; returns fused
-    probabilities (a new tensor)."""
+    probabilities (a new tensor). The blend w p0 + (1 - w) p1 is computed as one `lerp` pass
+    (p1 + w (p0 - p1)) with w = 1 where R0 >= tau, which gives p0 exactly there."""
     r0, r1 = reliability(probs_plain), reliability(probs_addon)
-    weak = r0 < tau
     total = r0 + r1
     # both branches at their frame's maximum entropy: 0/0 in the reference; weigh them equally
     weight = torch.where(total > 0, r0 / total.clamp_min(torch.finfo(r0.dtype).tiny),
                          torch.full_like(r0, 0.5))
-    return torch.where(weak, weight * probs_plain + (1 - weight) * probs_addon, probs_plain)
+    return torch.lerp(probs_addon, probs_plain, weight.masked_fill_(r0 >= tau, 1.0))

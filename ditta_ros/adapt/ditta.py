@@ -27,12 +27,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from ditta_ros.adapt.guard import memory_in_use_mb
 from ditta_ros.adapt.upsampled_features import UpsampledNormalisedFeatures
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
+from ditta_ros.runtime import release_freed_memory
 from ditta_ros.teacher.targets import IGNORE_INDEX, Target
 
 
@@ -63,6 +65,14 @@ class AdaptConfig:
 def all_pixel_cross_entropy(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     """Cross-entropy averaged over every pixel, ignored pixels contributing 0 (mmseg)."""
     return F.cross_entropy(scores, label, reduction='none', ignore_index=IGNORE_INDEX).mean()
+
+
+def distillation_loss(logits: torch.Tensor, input_hw, frame_hw,
+                      label: torch.Tensor) -> torch.Tensor:
+    """L_distill of one branch: decoder-grid logits [1, C, h, w] resized to the frame, softmax,
+    then the all-pixel cross-entropy with those probabilities as scores (the quirk above)."""
+    probs = torch.softmax(resize_logits(logits, input_hw, frame_hw), dim=1)
+    return all_pixel_cross_entropy(probs, label)
 
 
 def distillation_label(iss_label: torch.Tensor, target: Target) -> torch.Tensor:
@@ -111,17 +121,21 @@ class DiTTAAdapter:
 
         self.head.train()
         logits, feat = self.model.clip_logits(self.head, clip, stochastic=True, return_feat=True)
-        probs = torch.softmax(resize_logits(logits, input_hw, frame_hw), dim=1)
         with torch.no_grad():
             self.momentum_head.train()
             logits_mo, feat_mo = self.model.clip_logits(
                 self.momentum_head, clip, stochastic=True, return_feat=True, with_addon=False)
-            probs_mo = torch.softmax(resize_logits(logits_mo, input_hw, frame_hw), dim=1)
 
-        losses = {'distill': all_pixel_cross_entropy(probs[:1], label)}
-        if probs.shape[0] == 2:
-            losses['distill_addon'] = all_pixel_cross_entropy(probs[1:], label)
-        contra = self._contrastive(obj_id, feat, feat_mo, probs_mo)
+        # the frame-resolution probabilities are recomputed in the backward from the decoder-
+        # grid logits instead of kept: several times the memory of everything else per branch
+        losses = {'distill': checkpoint(distillation_loss, logits[:1], input_hw, frame_hw, label,
+                                        use_reentrant=False, preserve_rng_state=False)}
+        if logits.shape[0] == 2:
+            losses['distill_addon'] = checkpoint(
+                distillation_loss, logits[1:], input_hw, frame_hw, label, use_reentrant=False,
+                preserve_rng_state=False)
+        contra = self._contrastive(obj_id, feat, feat_mo, logits_mo, input_hw)
+        del feat_mo, logits_mo        # not needed by the backward: free them before it runs
         if contra is not None:
             losses['contra'] = contra
         total = sum(losses.values())
@@ -135,13 +149,15 @@ class DiTTAAdapter:
         losses['total'] = total
         return {k: float(v.detach()) for k, v in losses.items()}
 
-    def _momentum_reliability(self, probs_mo: torch.Tensor, frame_hw) -> torch.Tensor:
-        """1 - min-max-normalised entropy of softmax(probabilities) (the reference's quirk)."""
+    def _momentum_reliability(self, logits_mo: torch.Tensor, input_hw, frame_hw) -> torch.Tensor:
+        """1 - min-max-normalised entropy of softmax(probabilities) (the reference's quirk), the
+        probabilities being the momentum head's at the frame resolution."""
+        probs_mo = torch.softmax(resize_logits(logits_mo, input_hw, frame_hw), dim=1)
         ent = -(probs_mo.softmax(1) * probs_mo.log_softmax(1)).sum(1)
         rel = 1 - (ent - ent.min()) / (ent.max() - ent.min())
         return F.interpolate(rel.unsqueeze(0), frame_hw, mode='bilinear', align_corners=False)[0]
 
-    def _contrastive(self, obj_id, feat, feat_mo, probs_mo) -> Optional[torch.Tensor]:
+    def _contrastive(self, obj_id, feat, feat_mo, logits_mo, input_hw) -> Optional[torch.Tensor]:
         """Mask-based contrastive alignment (Eq. 6-7). Equal to the reference's computation on
         the frame-resolution features, done without materialising them (see
         upsampled_features.py): memory grows with objects x pixels, not channels x pixels."""
@@ -151,8 +167,10 @@ class DiTTAAdapter:
         h, w = obj_id.shape
         with torch.no_grad():
             momentum = UpsampledNormalisedFeatures(F.normalize(feat_mo[-1], dim=0), (h, w))
-            weight = self._momentum_reliability(probs_mo, (h, w))[0] if self.cfg.soft_contra \
-                else torch.ones(h, w, device=obj_id.device)
+            if self.cfg.soft_contra:
+                weight = self._momentum_reliability(logits_mo, input_hw, (h, w))[0]
+            else:
+                weight = torch.ones(h, w, device=obj_id.device)
             assignment = obj_id.new_full((1, h, w), IGNORE_INDEX)
             regions = []
             for slot, oid in enumerate(objects):
@@ -208,6 +226,7 @@ def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
             frame_hw = tuple(clip.frames[index].shape[:2])
             losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
                                   clip.labels[index], targets[index])
+            release_freed_memory()
             if cfg.max_memory_mb > 0 and memory_in_use_mb(device) > cfg.max_memory_mb:
                 raise AdaptationError(
                     f'memory budget exceeded: {memory_in_use_mb(device):.0f} MB in use, '

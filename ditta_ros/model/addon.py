@@ -13,36 +13,170 @@ kept for the equality test and for the benchmark that compares the two.
 """
 import math
 from functools import lru_cache
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 
 def mlp(dim: int) -> nn.Sequential:
     """Linear-ReLU-Linear, D -> D -> D (the query and key embeddings of the add-on)."""
-    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, dim))
 
 
 def projection_head(dim: int) -> nn.Sequential:
     """Three 1x1 convolutions with ReLU between: features for the contrastive loss."""
-    return nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU(), nn.Conv2d(dim, dim, 1), nn.ReLU(),
+    return nn.Sequential(nn.Conv2d(dim, dim, 1), nn.ReLU(inplace=True), nn.Conv2d(dim, dim, 1),
+                         nn.ReLU(inplace=True),
                          nn.Conv2d(dim, dim, 1))
 
 
+def recomputed(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+    """function(*inputs); while gradients are recorded, only the inputs are kept for the
+    backward and the function's inner activations are recomputed there (for the add-on branch,
+    its MLPs and the projection head: a few ms of compute against D floats per position per
+    layer held through the whole adaptation step). Only for functions without randomness."""
+    if torch.is_grad_enabled():
+        return checkpoint(function, *inputs, use_reentrant=False, preserve_rng_state=False)
+    return function(*inputs)
+
+
 def embed_tokens(layer: nn.Module, embedding: torch.Tensor) -> torch.Tensor:
-    """Apply a token-wise MLP to a [D, h, w] map; returns [D, h, w]."""
+    """Apply a token-wise MLP to a [D, h, w] map; returns [D, h, w] (a channels-last view)."""
     d, h, w = embedding.shape
-    return layer(embedding.reshape(d, h * w).t()).t().reshape(-1, h, w)
+    return recomputed(layer, embedding.reshape(d, h * w).t()).t().reshape(-1, h, w)
 
 
 @lru_cache(maxsize=16)
-def _tile_window(tile: int, radius: int, device: str) -> torch.Tensor:
-    """[tile^2, span^2] bool: whether a halo position is inside a tile position's window."""
+def _window_bias(radius: int, device: str) -> torch.Tensor:
+    """[tile^2, span^2] float: 0 where a halo position is inside a tile position's window,
+    -inf elsewhere (added to the attention logits)."""
+    tile = 2 * radius + 1
     span = tile + 2 * radius
     offset = torch.arange(span, device=device)[None, :] - torch.arange(tile, device=device)[:, None]
     near = (offset - radius).abs() <= radius                       # [tile, span]
-    return (near[:, None, :, None] & near[None, :, None, :]).reshape(tile * tile, span * span)
+    inside = (near[:, None, :, None] & near[None, :, None, :]).reshape(tile * tile, span * span)
+    return torch.zeros(inside.shape, device=device).masked_fill_(~inside, float('-inf'))
+
+
+def _halos(grid: torch.Tensor, tile: int, span: int) -> torch.Tensor:
+    """[H, W, K] padded grid (channels last) -> [tiles, span^2, K]: each tile's halo, tiles in
+    row-major order (one copy of runs of K contiguous floats; the unfold views' backward sums
+    the overlaps)."""
+    k = grid.shape[-1]
+    views = grid.unfold(0, span, tile).unfold(1, span, tile)      # [rows, cols, K, span, span]
+    return views.permute(0, 1, 3, 4, 2).reshape(-1, span * span, k)
+
+
+def _attend_tiles(tiles_q, keys, values, outside, padding_q, window) -> torch.Tensor:
+    """One chunk of tile rows: [rows, tile, cols, tile, D] queries, their halo rows of keys,
+    values and the -inf grid border (channels last) -> [rows, cols, tile, tile, C]."""
+    rows, tile, cols, _, d = tiles_q.shape
+    span = keys.shape[0] - (rows - 1) * tile
+    n = rows * cols
+    q = tiles_q.permute(0, 2, 1, 3, 4).reshape(n, tile * tile, d)
+    bias = window + _halos(outside, tile, span).transpose(1, 2)          # [n, tile^2, span^2]
+    padding = padding_q.reshape(n, tile * tile)
+    if padding.any():
+        bias[padding] = 0.0
+    logits = torch.baddbmm(bias, q, _halos(keys, tile, span).transpose(1, 2))
+    weights = torch.softmax(logits, dim=-1)
+    out = torch.bmm(weights, _halos(values, tile, span))                 # [n, tile^2, C]
+    return out.view(rows, cols, tile, tile, -1)
+
+
+class _Tiling:
+    """The padded, channels-last grids of one windowed-attention call and its chunks of tile
+    rows (each chunk's temporaries stay under the float budget)."""
+
+    def __init__(self, query, key, value, radius: int, budget_floats: int):
+        d, self.h, self.w = query.shape
+        self.c = value.shape[0]
+        self.radius = radius
+        self.tile = tile = 2 * radius + 1
+        self.span = span = tile + 2 * radius
+        self.rows, self.cols = math.ceil(self.h / tile), math.ceil(self.w / tile)
+        self.pad_h, self.pad_w = self.rows * tile - self.h, self.cols * tile - self.w
+        # channels last: the token MLPs already produce that memory layout (then these are views)
+        self.queries = F.pad(query.permute(1, 2, 0), (0, 0, 0, self.pad_w, 0, self.pad_h))
+        halo_pad = (0, 0, radius, radius + self.pad_w, radius, radius + self.pad_h)
+        self.keys = F.pad(key.permute(1, 2, 0), halo_pad)
+        self.values = F.pad(value.permute(1, 2, 0), halo_pad)
+        self.outside = F.pad(query.new_zeros(self.h, self.w, 1), halo_pad, value=float('-inf'))
+        # grid padding of the last tiles: those queries are cropped away, but must not be left
+        # with every key masked (an all -inf softmax row would put NaN into the gradients)
+        self.padding_q = F.pad(query.new_zeros(self.h, self.w, dtype=torch.bool),
+                               (0, self.pad_w, 0, self.pad_h), value=True)
+        self.window = _window_bias(radius, str(query.device)).to(query.dtype)
+        per_row = self.cols * span * span * (d + self.c + 3 * tile * tile)
+        self.step = max(1, budget_floats // per_row)
+
+    def chunks(self):
+        """(query rows, halo rows) slices of every chunk of tile rows."""
+        for top in range(0, self.rows, self.step):
+            bottom = min(self.rows, top + self.step)
+            yield (slice(top * self.tile, bottom * self.tile),
+                   slice(top * self.tile, bottom * self.tile + 2 * self.radius))
+
+    def attend(self, queries, keys, values, rows: slice, halo: slice) -> torch.Tensor:
+        """One chunk: its query rows and halo rows of keys and values -> [rows, cols, tile,
+        tile, C] outputs."""
+        tile = self.tile
+        return _attend_tiles(queries.view(-1, tile, self.cols, tile, queries.shape[-1]), keys,
+                             values, self.outside[halo],
+                             self.padding_q[rows].view(-1, tile, self.cols, tile)
+                             .permute(0, 2, 1, 3), self.window)
+
+    def assemble(self, outputs) -> torch.Tensor:
+        """Chunk outputs -> [C, h, w]."""
+        out = torch.cat(outputs).permute(4, 0, 2, 1, 3)
+        out = out.reshape(self.c, self.rows * self.tile, self.cols * self.tile)
+        return out[:, :self.h, :self.w]
+
+
+class _WindowedAttention(torch.autograd.Function):
+    """Windowed attention whose backward recomputes each chunk and accumulates the gradients of
+    its rows in place: only the inputs are kept, and no chunk's backward touches (or zero-fills)
+    more than its own rows."""
+
+    @staticmethod
+    def forward(ctx, query, key, value, radius, budget_floats):
+        ctx.save_for_backward(query, key, value)
+        ctx.radius, ctx.budget_floats = radius, budget_floats
+        return _windowed(_Tiling(query, key, value, radius, budget_floats))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        query, key, value = ctx.saved_tensors
+        tiling = _Tiling(query, key, value, ctx.radius, ctx.budget_floats)
+        grid = F.pad(grad_out, (0, tiling.pad_w, 0, tiling.pad_h))
+        grid = grid.view(tiling.c, tiling.rows, tiling.tile, tiling.cols, tiling.tile)
+        grid_out = grid.permute(1, 3, 2, 4, 0)                        # [rows, cols, t, t, C]
+        inputs = (tiling.queries, tiling.keys, tiling.values)
+        grads = [torch.zeros_like(t) for t in inputs]
+        for rows, halo in tiling.chunks():
+            leaves = [t[part].detach().requires_grad_() for t, part in zip(inputs, (rows, halo,
+                                                                                      halo))]
+            with torch.enable_grad():
+                out = tiling.attend(*leaves, rows, halo)
+                chunk = grid_out[rows.start // tiling.tile:rows.stop // tiling.tile]
+                for total, part, g in zip(grads, (rows, halo, halo),
+                                          torch.autograd.grad(out, leaves, chunk)):
+                    total[part] += g
+        r, h, w = tiling.radius, tiling.h, tiling.w
+        grad_q = grads[0][:h, :w].permute(2, 0, 1)
+        grad_k, grad_v = (g[r:r + h, r:r + w].permute(2, 0, 1) for g in grads[1:])
+        return grad_q, grad_k, grad_v, None, None
+
+
+def _windowed(tiling: _Tiling) -> torch.Tensor:
+    return tiling.assemble([tiling.attend(tiling.queries[rows], tiling.keys[halo],
+                                          tiling.values[halo], rows, halo)
+                            for rows, halo in tiling.chunks()])
 
 
 def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -50,10 +184,11 @@ def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     """Windowed attention over the previous frame, computed tile by tile.
 
     The grid is cut into tiles of (2r+1) x (2r+1) positions; each tile's queries attend, by one
-    matrix product, to the tile's halo (the tile grown by r on every side), with the positions
-    outside each query's own window, or outside the grid, masked out. The softmax therefore runs
-    over exactly the keys of the dense formulation. Rows of tiles are processed in chunks that
-    keep the temporaries under `budget_floats`, so memory stays linear in the pixel count.
+    matrix product, to the tile's halo (the tile grown by r on every side); an additive bias
+    of -inf removes the halo positions outside each query's own window or outside the grid, so
+    the softmax runs over exactly the keys of the dense formulation. Rows of tiles are processed
+    in chunks that keep the temporaries under `budget_floats`, so memory stays linear in the
+    pixel count, also in the backward (which recomputes each chunk).
 
     Args:
         query: [D, h, w] query embeddings of frame t.
@@ -63,41 +198,9 @@ def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     Returns:
         [C, h, w] attended values (the add-on logits of frame t).
     """
-    d, h, w = query.shape
-    c = value.shape[0]
-    tile = 2 * radius + 1
-    span = tile + 2 * radius
-    rows, cols = math.ceil(h / tile), math.ceil(w / tile)
-    pad_h, pad_w = rows * tile - h, cols * tile - w
-    tiles_q = F.pad(query, (0, pad_w, 0, pad_h)).view(d, rows, tile, cols, tile)
-    # grid padding of the last tiles: those queries are cropped away, but must not be left with
-    # every key masked (an all -inf softmax row would put NaN into the gradients)
-    padding_q = F.pad(query.new_zeros(h, w, dtype=torch.bool), (0, pad_w, 0, pad_h),
-                      value=True).view(rows, tile, cols, tile)
-    halo_pad = (radius, radius + pad_w, radius, radius + pad_h)
-    keys = F.pad(key, halo_pad)[None]
-    values = F.pad(value, halo_pad)[None]
-    inside = F.pad(query.new_ones(1, 1, h, w), halo_pad)
-    window = _tile_window(tile, radius, str(query.device))
-    per_row = cols * span * span * (d + c + 2 + tile * tile)
-    step = max(1, budget_floats // per_row)
-    outputs = []
-    for top in range(0, rows, step):
-        bottom = min(rows, top + step)
-        y0, y1 = top * tile, bottom * tile + 2 * radius
-        n = (bottom - top) * cols
-        q = tiles_q[:, top:bottom].permute(1, 3, 2, 4, 0).reshape(n, tile * tile, d)
-        k = F.unfold(keys[:, :, y0:y1], span, stride=tile).view(d, span * span, n)
-        v = F.unfold(values[:, :, y0:y1], span, stride=tile).view(c, span * span, n)
-        valid = F.unfold(inside[:, :, y0:y1], span, stride=tile).view(span * span, n) > 0
-        allowed = valid.t()[:, None, :] & window[None]               # [n, tile^2, span^2]
-        allowed = allowed | padding_q[top:bottom].permute(0, 2, 1, 3).reshape(n, -1, 1)
-        logits = torch.bmm(q, k.permute(2, 0, 1))
-        weights = torch.softmax(logits.masked_fill(~allowed, float('-inf')), dim=-1)
-        out = torch.bmm(weights, v.permute(2, 1, 0))                  # [n, tile^2, C]
-        outputs.append(out.view(bottom - top, cols, tile, tile, c))
-    out = torch.cat(outputs).permute(4, 0, 2, 1, 3).reshape(c, rows * tile, cols * tile)
-    return out[:, :h, :w]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value)):
+        return _WindowedAttention.apply(query, key, value, radius, budget_floats)
+    return _windowed(_Tiling(query, key, value, radius, budget_floats))
 
 
 def dense_local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

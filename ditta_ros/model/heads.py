@@ -79,6 +79,13 @@ class DiTTAHead(nn.Module):
         return local_attention(query, key, value, self.window)
 
 
+    def addon_logits(self, embedding_prev: torch.Tensor, embedding: torch.Tensor,
+                     logits_prev: torch.Tensor) -> torch.Tensor:
+        """Add-on logits [C, h, w] of a frame from its embedding and the previous frame's
+        embedding and plain logits (each [K, h, w])."""
+        return self.attend(self.query(embedding), self.key(embedding_prev), logits_prev)
+
+
 class ConvBNReLU(nn.Module):
     """1x1 conv (no bias) + BatchNorm + ReLU, with mmcv ConvModule's submodule names."""
 
@@ -120,15 +127,42 @@ class SegFormerHead(DiTTAHead):
         self._build_addon()
 
     def forward(self, features):
-        c1, c2, c3, c4 = features
-        size = c1.shape[2:]
-        upsampled = [F.interpolate(layer(x), size=size, mode='bilinear', align_corners=False)
-                     for layer, x in ((self.linear_c4, c4), (self.linear_c3, c3),
-                                      (self.linear_c2, c2))]
-        embedding = self.linear_fuse(torch.cat(upsampled + [self.linear_c1(c1)], dim=1))
-        dropped = F.dropout2d(embedding, self.dropout_ratio, self.training) \
-            if self.dropout_ratio > 0 else embedding
-        return embedding, self.linear_pred(dropped)
+        """The mmseg head computes conv1x1(concat(upsample(linear_ci(ci)))) on the 1/4 grid with
+        4D channels. The 1x1 conv and the bilinear upsampling are both linear and commute (the
+        upsampling keeps constants, so the biases commute too), and the conv's slice for stage i
+        folds into that stage's linear embedding: one D x C_i projection at the stage's own
+        resolution, upsampled and summed. Same maths without the 4D-channel map: about 15x fewer
+        multiply-adds in the head (B0) and none of its activations kept for the backward."""
+        size = features[0].shape[2:]
+        fuse_blocks = self.linear_fuse.conv.weight.flatten(1).split(self.embedding_dim, dim=1)
+        stages = ((self.linear_c4, features[3]), (self.linear_c3, features[2]),
+                  (self.linear_c2, features[1]), (self.linear_c1, features[0]))
+        fused = None
+        for block, (layer, x) in zip(fuse_blocks, stages):
+            weight = (block @ layer.proj.weight)[:, :, None, None]
+            projected = F.conv2d(x, weight, block @ layer.proj.bias)
+            if projected.shape[2:] != size:
+                projected = F.interpolate(projected, size=size, mode='bilinear',
+                                          align_corners=False)
+            fused = projected if fused is None else fused.add_(projected)
+        del projected
+        # in place: BatchNorm's backward needs its input, not its output
+        embedding = F.relu_(self.linear_fuse.bn(fused))
+        del fused
+        return embedding, self._classify(embedding)
+
+    def _classify(self, embedding: torch.Tensor) -> torch.Tensor:
+        """linear_pred(dropout2d(embedding)). In training, the channel dropout mask is drawn as
+        dropout2d draws it (same random stream) and folded into the 1x1 classifier per frame,
+        so the dropped embedding (D floats per position) is neither built nor kept."""
+        if not (self.training and self.dropout_ratio > 0):
+            return self.linear_pred(embedding)
+        n, d, h, w = embedding.shape
+        keep = 1 - self.dropout_ratio
+        noise = embedding.new_empty(n, d, 1, 1).bernoulli_(keep).div_(keep)
+        weight = self.linear_pred.weight.flatten(1)[None] * noise.view(n, 1, d)
+        logits = torch.baddbmm(self.linear_pred.bias[None, :, None], weight, embedding.flatten(2))
+        return logits.view(n, -1, h, w)
 
     def classifier_parameters(self):
         return self.linear_pred.parameters()

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ditta_ros.model.addon import recomputed
 from ditta_ros.model.heads import DiTTAHead
 
 
@@ -88,8 +89,8 @@ class Segmentor(nn.Module):
         branch (it has no BatchNorm or dropout, so nothing else changes).
         """
         embedding, logits = head(self.features(clip, stochastic))
-        feat = head.proj_feat(embedding[-1:]) if return_feat else None
+        feat = recomputed(head.proj_feat, embedding[-1:]) if return_feat else None
         if clip.shape[0] == 1 or not with_addon:
             return logits[-1:], feat
-        addon = head.attend(head.query(embedding[-1]), head.key(embedding[0]), logits[0])
+        addon = recomputed(head.addon_logits, embedding[0], embedding[-1], logits[0])
         return torch.stack([logits[-1], addon]), feat

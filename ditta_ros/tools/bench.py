@@ -8,7 +8,9 @@ fixtures do) so that prompts, targets and fused inference happen as with a train
 
 Extra comparisons:
   --reference-comparison  our add-on and adaptation step against the reference's dense [hw, hw]
-                          add-on (and its two backbone passes per frame) on the same model dims
+                          add-on (and its two backbone passes per frame) on the same model dims;
+                          the adaptation steps run twice more with glibc returning freed memory
+                          at once (MALLOC_MMAP_THRESHOLD_=131072), to measure peak memory in use
   --stage-b-comparison    stage B with SAM2 image features cached per warm-up frame against
                           recomputing them at every per-object call; targets must be identical
   --quality DIR           ditta-eval --offline of every method (and DiTTA with the ground-truth
@@ -20,6 +22,7 @@ Extra comparisons:
 import argparse
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -29,8 +32,11 @@ import numpy as np
 import torch
 
 from ditta_ros.methods import METHODS
+from ditta_ros.runtime import configure_torch
 
 WEIGHT_SHARPENING = 30.0
+# glibc: serve every block over 128 KiB by mmap and unmap it on free (no dynamic threshold)
+LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,10 +366,23 @@ def node_latency(args):
     return results
 
 
-def _in_fresh_process(function, *args):
+def _configured(function, *args):
+    configure_torch()
+    return function(*args)
+
+
+def _in_fresh_process(function, *args, env=None):
+    """function(*args) in a new interpreter (its own peak memory), configured as the tools are,
+    with `env` added to its environment."""
     ctx = mp.get_context('spawn')
-    with ctx.Pool(1) as pool:
-        return pool.apply(function, args)
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        with ctx.Pool(1) as pool:
+            return pool.apply(_configured, (function,) + args)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def quality(args, folder):
@@ -409,10 +428,11 @@ def markdown(report) -> str:
             lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.2f}'
                                                        for k, v in report[key].items())]
     if report.get('reference'):
-        lines += ['', '| reference comparison (480x864, D=256, r=5) | seconds | peak RSS (MB) |',
-                  '|---|---|---|']
+        lines += ['', '| reference comparison (480x864, D=256, r=5) | seconds | peak RSS (MB) '
+                      '| peak in use (MB) |', '|---|---|---|---|']
         for name, r in report['reference'].items():
-            lines.append(f'| {name} | {r["seconds"]:.2f} | {r["peak_rss_mb"]:.0f} |')
+            in_use = f'{r["peak_in_use_mb"]:.0f}' if 'peak_in_use_mb' in r else '–'
+            lines.append(f'| {name} | {r["seconds"]:.2f} | {r["peak_rss_mb"]:.0f} | {in_use} |')
     if report.get('stage_b'):
         b = report['stage_b']
         lines += ['', f'Stage B (SAM2, {b["warmup_frames"]} warm-up frames, {b["objects"]} '
@@ -439,6 +459,7 @@ def markdown(report) -> str:
 
 
 def main(argv=None) -> int:
+    configure_torch()
     args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.methods.split(',') if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -447,7 +468,6 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 1
     import platform
-    import os
     device = _device(args.device)
     machine = (torch.cuda.get_device_name() if device == 'cuda'
                else f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores')
@@ -479,6 +499,15 @@ def main(argv=None) -> int:
             r['reference adaptation step']['seconds'] / r['ours adaptation step']['seconds']
         report['ratios']['ours / reference adaptation peak RSS'] = \
             r['ours adaptation step']['peak_rss_mb'] / r['reference adaptation step']['peak_rss_mb']
+        # the same steps with glibc returning every freed block at once: peak RSS is then the
+        # peak of memory in use, without what the allocator keeps for reuse
+        for which in ('reference adaptation step', 'ours adaptation step'):
+            print(f'[bench] {which}, freed memory returned at once ...', flush=True)
+            r[which]['peak_in_use_mb'] = _in_fresh_process(
+                reference_comparison, args, which, env=LIVE_MEMORY_ENV)['peak_rss_mb']
+        report['ratios']['ours / reference adaptation peak memory in use'] = \
+            r['ours adaptation step']['peak_in_use_mb'] / \
+            r['reference adaptation step']['peak_in_use_mb']
     if args.stage_b_comparison:
         print('[bench] stage B ...', flush=True)
         report['stage_b'] = _in_fresh_process(stage_b_comparison, args)
