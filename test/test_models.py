@@ -152,3 +152,41 @@ def test_unknown_family_and_variant_are_clear_errors():
         build_model(ModelSpec(variant='b9'))
     with pytest.raises(ValueError, match='unknown torchvision model'):
         build_model(ModelSpec(family='lraspp', variant='resnet50'))
+
+
+def _mmseg_head_forward(head, features, dropout_seed=None):
+    """The mmseg SegFormer head as written there: every stage embedded, upsampled to the 1/4
+    grid, concatenated, fused by the 1x1 conv + BN + ReLU, dropout2d, classifier."""
+    size = features[0].shape[2:]
+    stages = ((head.linear_c4, features[3]), (head.linear_c3, features[2]),
+              (head.linear_c2, features[1]), (head.linear_c1, features[0]))
+    maps = [torch.nn.functional.interpolate(layer(x), size=size, mode='bilinear',
+                                            align_corners=False) for layer, x in stages]
+    embedding = head.linear_fuse(torch.cat(maps, dim=1))
+    if dropout_seed is not None:
+        torch.manual_seed(dropout_seed)
+    dropped = torch.nn.functional.dropout2d(embedding, head.dropout_ratio, head.training)
+    return embedding, head.linear_pred(dropped)
+
+
+@pytest.mark.parametrize('training', [False, True])
+def test_folded_segformer_head_equals_the_concatenating_head(training):
+    """The head folds linear_fuse into the stage embeddings and the dropout mask into the
+    classifier; values, gradients and the dropout random stream must match mmseg's head."""
+    torch.manual_seed(0)
+    model = build_model(tiny_spec(embed_dim=32)).train(training)
+    head = model.decode_head
+    features = [f.detach() for f in model.features(torch.randn(2, 3, 64, 96))]
+    outputs, grads = [], []
+    for forward in (lambda: _mmseg_head_forward(head, features, dropout_seed=3),
+                    lambda: (torch.manual_seed(3), head(features))[1]):
+        head.zero_grad()
+        embedding, logits = forward()
+        (embedding.square().mean() + logits.square().mean()).backward()
+        outputs.append((embedding.detach(), logits.detach()))
+        grads.append([p.grad.clone() for p in head.parameters() if p.grad is not None])
+    for ours, theirs in zip(outputs[1], outputs[0]):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert len(grads[0]) == len(grads[1]) > 0
+    for ours, theirs in zip(grads[1], grads[0]):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)

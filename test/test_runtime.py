@@ -1,0 +1,64 @@
+"""Process settings of the entry points: denormals flushed in every worker thread, the C heap's
+freed memory handed back. Each check runs in a fresh interpreter (the settings are per
+process and must come before PyTorch starts its threads)."""
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import ROOT
+
+
+def _run(code: str) -> str:
+    done = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_configure_torch_flushes_denormals_in_every_worker_thread():
+    out = _run('''
+        import warnings
+        warnings.simplefilter('error')          # numpy's denormal warning would fail this
+        import numpy as np
+        import torch
+        from ditta_ros.runtime import configure_torch
+        configure_torch()
+        torch.set_num_threads(2)
+        x = torch.full((1 << 22,), 1e-30)
+        small = (x * 1e-10).tolist()[::4096]     # each product is a denormal (1e-40)
+        assert not any(small), 'denormals survived'
+        a = torch.full((512, 256), 1e-20)
+        assert (a @ a.t()).abs().max().item() == 0.0
+        np.finfo(np.float32)
+        print('flushed')
+    ''')
+    assert 'flushed' in out
+
+
+def test_without_configure_torch_denormals_survive():
+    """The control: the flag is what flushes them (the test above can fail)."""
+    out = _run('''
+        import torch
+        x = torch.full((1 << 22,), 1e-30)
+        print(sum(1 for v in (x * 1e-10).tolist()[::4096] if v))
+    ''')
+    assert int(out) > 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc malloc_trim')
+def test_release_freed_memory_returns_the_heap_reserve():
+    out = _run('''
+        import psutil, torch
+        from ditta_ros.runtime import release_freed_memory
+        rss = lambda: psutil.Process().memory_info().rss / 2 ** 20
+        big = torch.empty(20 << 20, dtype=torch.uint8).fill_(1)
+        del big                                   # glibc's mmap threshold -> 20 MiB
+        blocks = [torch.empty(4 << 20, dtype=torch.uint8).fill_(1) for _ in range(100)]
+        del blocks[::2]                           # 200 MB freed between blocks still in use
+        before = rss()
+        release_freed_memory()
+        print(before - rss())
+    ''')
+    assert float(out) > 150
