@@ -27,10 +27,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 from ditta_ros.adapt.guard import memory_in_use_mb
 from ditta_ros.adapt.upsampled_features import UpsampledNormalisedFeatures
+from ditta_ros.model.addon import recomputed
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
@@ -128,12 +128,10 @@ class DiTTAAdapter:
 
         # the frame-resolution probabilities are recomputed in the backward from the decoder-
         # grid logits instead of kept: several times the memory of everything else per branch
-        losses = {'distill': checkpoint(distillation_loss, logits[:1], input_hw, frame_hw, label,
-                                        use_reentrant=False, preserve_rng_state=False)}
+        losses = {'distill': recomputed(distillation_loss, logits[:1], input_hw, frame_hw, label)}
         if logits.shape[0] == 2:
-            losses['distill_addon'] = checkpoint(
-                distillation_loss, logits[1:], input_hw, frame_hw, label, use_reentrant=False,
-                preserve_rng_state=False)
+            losses['distill_addon'] = recomputed(distillation_loss, logits[1:], input_hw, frame_hw,
+                                                 label)
         contra = self._contrastive(obj_id, feat, feat_mo, logits_mo, input_hw)
         del feat_mo, logits_mo        # not needed by the backward: free them before it runs
         if contra is not None:

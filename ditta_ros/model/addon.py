@@ -34,7 +34,7 @@ def projection_head(dim: int) -> nn.Sequential:
                          nn.Conv2d(dim, dim, 1))
 
 
-def recomputed(function: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> torch.Tensor:
+def recomputed(function: Callable[..., torch.Tensor], *inputs) -> torch.Tensor:
     """function(*inputs); while gradients are recorded, only the inputs are kept for the
     backward and the function's inner activations are recomputed there (for the add-on branch,
     its MLPs and the projection head: a few ms of compute against D floats per position per

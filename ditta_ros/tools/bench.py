@@ -425,7 +425,7 @@ def markdown(report) -> str:
                      f'| {ratio} | {m["phase"]} |')
     for key, title in (('ratios', 'Ratios (this run)'),):
         if report.get(key):
-            lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.2f}'
+            lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.3g}'
                                                        for k, v in report[key].items())]
     if report.get('reference'):
         lines += ['', '| reference comparison (480x864, D=256, r=5) | seconds | peak RSS (MB) '
