@@ -375,14 +375,18 @@ def _in_fresh_process(function, *args, env=None):
     """function(*args) in a new interpreter (its own peak memory), configured as the tools are,
     with `env` added to its environment."""
     ctx = mp.get_context('spawn')
-    saved = dict(os.environ)
-    os.environ.update(env or {})
+    env = env or {}
+    previous = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)        # a spawned interpreter starts with this process's environment
     try:
         with ctx.Pool(1) as pool:
             return pool.apply(_configured, (function,) + args)
     finally:
-        os.environ.clear()
-        os.environ.update(saved)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def quality(args, folder):
