@@ -17,8 +17,15 @@ def class_ids(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 
 def entropy(probs: torch.Tensor, dim: int = -3) -> torch.Tensor:
-    """Pixel-wise entropy of class probabilities along `dim` (the class axis)."""
-    return -torch.special.xlogy(probs, probs).sum(dim)
+    """Pixel-wise entropy of class probabilities along `dim` (the class axis), for predictions
+    (no gradient). p log p as the reference computes it (torch.log, then the product), with
+    0 log 0 = 0: probabilities are raised to the smallest normal float before the log (only
+    exact zeros change, and their product stays 0). That also keeps zeros out of `log`, which is
+    5x slower on them on CPU (53 vs 10 ms for 19 x 1024 x 512 values, 70 % zeros), and an
+    adapted decoder's confident frames have millions of underflowed probabilities. `xlogy` has
+    the same guard but runs unvectorised on CPU (16 ms instead of 5 ms for 19 x 1024 x 512)."""
+    tiny = torch.finfo(probs.dtype).tiny
+    return -torch.log(probs.clamp_min(tiny)).mul_(probs).sum(dim)
 
 
 def reliability(probs: torch.Tensor) -> torch.Tensor:

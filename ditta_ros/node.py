@@ -34,7 +34,7 @@ from ditta_ros.ros import messages
 from ditta_ros.ros.camera import CameraWorker, OutputSettings
 from ditta_ros.ros.params import (NOW, PARAMS, PARAMS_BY_NAME, RESTART, camera_name,
                                   load_defaults, validate)
-from ditta_ros.runtime import configure_torch
+from ditta_ros.runtime import configure_process
 from ditta_ros.teacher.factory import make_teacher
 
 _TYPES = {'int': ParameterType.PARAMETER_INTEGER, 'float': ParameterType.PARAMETER_DOUBLE,
@@ -332,7 +332,7 @@ class DittaNode(Node):
 
 
 def main(args=None) -> int:
-    configure_torch()
+    configure_process()
     rclpy.init(args=args)
     try:
         node = DittaNode()

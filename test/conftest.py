@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from ditta_ros.model.build import ModelSpec, build_model  # noqa: E402
 from ditta_ros.ros.replay import Client, dds_environment, image_message  # noqa: E402
-from ditta_ros.runtime import configure_torch  # noqa: E402
+from ditta_ros.runtime import configure_process  # noqa: E402
 
 # before anything initialises ROS in this process: loopback only, our own domain
 os.environ.update(dds_environment())
@@ -24,7 +24,7 @@ REFERENCE = Path(os.environ.get('DITTA_REFERENCE_FIXTURES',
                                 ROOT.parent / 'shared' / 'fixtures' / 'reference'))
 
 torch.set_num_threads(2)
-configure_torch()   # as every entry point does, before the first parallel operation
+configure_process()   # as every entry point does, before the first parallel operation
 
 
 def tiny_mit() -> dict:

@@ -12,13 +12,18 @@ from ditta_ros.model.build import ModelSpec, build_model
 from ditta_ros.teacher.targets import Target
 
 
-@pytest.mark.parametrize('h,w,radius', [(7, 9, 2), (12, 5, 5), (6, 6, 0), (3, 11, 4)])
-def test_windowed_attention_equals_dense_values_and_gradients(h, w, radius):
+# grids smaller than a tile, several tiles with padding, radius beyond the tile side, and a
+# float budget small enough to cut the rows of tiles into several chunks
+@pytest.mark.parametrize('h,w,radius,budget', [(7, 9, 2, 8 << 20), (12, 5, 5, 8 << 20),
+                                               (6, 6, 0, 8 << 20), (3, 11, 4, 8 << 20),
+                                               (19, 26, 3, 8 << 20), (30, 17, 10, 8 << 20),
+                                               (35, 22, 2, 20_000)])
+def test_windowed_attention_equals_dense_values_and_gradients(h, w, radius, budget):
     torch.manual_seed(h * w + radius)
     q = (torch.randn(8, h, w) * 2).requires_grad_()
     k = (torch.randn(8, h, w) * 2).requires_grad_()
     v = torch.randn(5, h, w).requires_grad_()
-    windowed = local_attention(q, k, v, radius)
+    windowed = local_attention(q, k, v, radius, budget)
     dense = dense_local_attention(q, k, v, radius)
     torch.testing.assert_close(windowed, dense, atol=1e-5, rtol=1e-5)
     grads_w = torch.autograd.grad(windowed.square().sum(), (q, k, v))

@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from conftest import tiny_spec
 from ditta_ros.model.build import CheckpointError, ModelSpec, build_model
@@ -190,3 +191,20 @@ def test_folded_segformer_head_equals_the_concatenating_head(training):
     assert len(grads[0]) == len(grads[1]) > 0
     for ours, theirs in zip(grads[1], grads[0]):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('input_hw, frame_hw', [((48, 64), (48, 64)), ((48, 64), (60, 80)),
+                                                 ((24, 32), (24, 32))])
+def test_resize_logits_skipping_same_size_steps_equals_both_interpolations(input_hw, frame_hw):
+    """The reference always resamples twice; a step at scale 1 must change nothing, in values
+    or in gradients."""
+    logits = (torch.randn(2, 5, 24, 32) * 20).requires_grad_()
+    want = F.interpolate(F.interpolate(logits, size=input_hw, mode='bilinear',
+                                       align_corners=False),
+                         size=frame_hw, mode='bilinear', align_corners=False)
+    got = resize_logits(logits, input_hw, frame_hw)
+    assert torch.equal(got, want)
+    weights = torch.randn_like(want)
+    (want_grad,) = torch.autograd.grad((want * weights).sum(), logits)
+    (got_grad,) = torch.autograd.grad((got * weights).sum(), logits)
+    assert torch.equal(got_grad, want_grad)

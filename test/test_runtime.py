@@ -1,6 +1,7 @@
-"""Process settings of the entry points: denormals flushed in every worker thread, the C heap's
-freed memory handed back. Each check runs in a fresh interpreter (the settings are per
+"""Process settings of the entry points: denormals flushed in every worker thread, freed tensor
+memory reused without page faults, the C heap's freed memory handed back. Each check runs in a fresh interpreter (the settings are per
 process and must come before PyTorch starts its threads)."""
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,14 +18,14 @@ def _run(code: str) -> str:
     return done.stdout
 
 
-def test_configure_torch_flushes_denormals_in_every_worker_thread():
+def test_flush_denormals_in_every_worker_thread():
     out = _run('''
         import warnings
         warnings.simplefilter('error')          # numpy's denormal warning would fail this
         import numpy as np
         import torch
-        from ditta_ros.runtime import configure_torch
-        configure_torch()
+        from ditta_ros.runtime import configure_process
+        configure_process()
         torch.set_num_threads(2)
         x = torch.full((1 << 22,), 1e-30)
         small = (x * 1e-10).tolist()[::4096]     # each product is a denormal (1e-40)
@@ -37,7 +38,7 @@ def test_configure_torch_flushes_denormals_in_every_worker_thread():
     assert 'flushed' in out
 
 
-def test_without_configure_torch_denormals_survive():
+def test_without_the_flag_denormals_survive():
     """The control: the flag is what flushes them (the test above can fail)."""
     out = _run('''
         import torch
@@ -62,3 +63,39 @@ def test_release_freed_memory_returns_the_heap_reserve():
         print(before - rss())
     ''')
     assert float(out) > 150
+
+
+_REALLOCATION_FAULTS = '''
+    import resource, sys, torch
+    from ditta_ros import runtime
+    print(runtime.reuse_freed_memory() if sys.argv[1:] == ['configure'] else False)
+    for frame in range(12):                            # a frame loop: 80 MB allocated, freed
+        if frame == 8:                                 # after a few frames to settle the heap
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.empty(20 << 20).fill_(1.0)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+'''
+
+
+def _faults_of_a_reallocation(*argv, env=None):
+    done = subprocess.run([sys.executable, '-c', textwrap.dedent(_REALLOCATION_FAULTS), *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+    assert done.returncode == 0, done.stderr
+    applied, faults = done.stdout.split()
+    return applied == 'True', int(faults)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
+def test_reuse_freed_memory_serves_a_repeated_large_tensor_without_page_faults():
+    applied, faults = _faults_of_a_reallocation('configure')
+    assert applied and faults < 2000             # 4 frames x 80 MB would be 81,920 pages of 4 KiB
+    applied, control = _faults_of_a_reallocation()
+    assert not applied and control > 40_000      # glibc's default: fresh pages at every frame
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
+def test_reuse_freed_memory_leaves_the_environments_malloc_settings_alone():
+    applied, faults = _faults_of_a_reallocation('configure',
+                                                env={'MALLOC_MMAP_THRESHOLD_': '131072'})
+    assert not applied and faults > 40_000

@@ -50,11 +50,18 @@ def embed_tokens(layer: nn.Module, embedding: torch.Tensor) -> torch.Tensor:
     return recomputed(layer, embedding.reshape(d, h * w).t()).t().reshape(-1, h, w)
 
 
+# Side of the query tiles. A tile's queries share one halo of keys (the tile grown by the radius
+# on every side), so smaller tiles compare each query with fewer keys ((8 + 2r)^2 instead of
+# (4r + 1)^2 for tiles of 2r + 1), and 8 x 8 = 64 queries per product suit the CPU's vector
+# units: at r = 5 on a 128 x 256 grid (1024x512 input), 47 ms instead of 76 ms on 2 cores;
+# the best or near it for r = 2..5 and grids of 64 x 128 to 128 x 256.
+TILE_SIDE = 8
+
+
 @lru_cache(maxsize=16)
-def _window_bias(radius: int, device: str) -> torch.Tensor:
-    """[tile^2, span^2] float: 0 where a halo position is inside a tile position's window,
-    -inf elsewhere (added to the attention logits)."""
-    tile = 2 * radius + 1
+def _window_bias(radius: int, tile: int, device: str) -> torch.Tensor:
+    """[tile^2, span^2] float, span = tile + 2r: 0 where a halo position is inside a tile
+    position's window, -inf elsewhere (added to the attention logits)."""
     span = tile + 2 * radius
     offset = torch.arange(span, device=device)[None, :] - torch.arange(tile, device=device)[:, None]
     near = (offset - radius).abs() <= radius                       # [tile, span]
@@ -96,7 +103,7 @@ class _Tiling:
         d, self.h, self.w = query.shape
         self.c = value.shape[0]
         self.radius = radius
-        self.tile = tile = 2 * radius + 1
+        self.tile = tile = TILE_SIDE
         self.span = span = tile + 2 * radius
         self.rows, self.cols = math.ceil(self.h / tile), math.ceil(self.w / tile)
         self.pad_h, self.pad_w = self.rows * tile - self.h, self.cols * tile - self.w
@@ -110,7 +117,7 @@ class _Tiling:
         # with every key masked (an all -inf softmax row would put NaN into the gradients)
         self.padding_q = F.pad(query.new_zeros(self.h, self.w, dtype=torch.bool),
                                (0, self.pad_w, 0, self.pad_h), value=True)
-        self.window = _window_bias(radius, str(query.device)).to(query.dtype)
+        self.window = _window_bias(radius, tile, str(query.device)).to(query.dtype)
         per_row = self.cols * span * span * (d + self.c + 3 * tile * tile)
         self.step = max(1, budget_floats // per_row)
 
@@ -183,8 +190,8 @@ def local_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                     radius: int, budget_floats: int = 8 * 2 ** 20) -> torch.Tensor:
     """Windowed attention over the previous frame, computed tile by tile.
 
-    The grid is cut into tiles of (2r+1) x (2r+1) positions; each tile's queries attend, by one
-    matrix product, to the tile's halo (the tile grown by r on every side); an additive bias
+    The grid is cut into tiles of TILE_SIDE x TILE_SIDE positions; each tile's queries attend,
+    by one matrix product, to the tile's halo (the tile grown by r on every side); an additive bias
     of -inf removes the halo positions outside each query's own window or outside the grid, so
     the softmax runs over exactly the keys of the dense formulation. Rows of tiles are processed
     in chunks that keep the temporaries under `budget_floats`, so memory stays linear in the

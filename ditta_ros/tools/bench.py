@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ditta_ros.methods import METHODS
-from ditta_ros.runtime import configure_torch
+from ditta_ros.runtime import configure_process
 
 WEIGHT_SHARPENING = 30.0
 # glibc: serve every block over 128 KiB by mmap and unmap it on free (no dynamic threshold)
@@ -367,7 +367,7 @@ def node_latency(args):
 
 
 def _configured(function, *args):
-    configure_torch()
+    configure_process()
     return function(*args)
 
 
@@ -463,7 +463,7 @@ def markdown(report) -> str:
 
 
 def main(argv=None) -> int:
-    configure_torch()
+    configure_process()
     args = build_parser().parse_args(argv)
     methods = [m.strip() for m in args.methods.split(',') if m.strip()]
     unknown = [m for m in methods if m not in METHODS]

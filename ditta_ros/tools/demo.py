@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ditta_ros.labels import config_dir
-from ditta_ros.runtime import configure_torch
+from ditta_ros.runtime import configure_process
 from ditta_ros.tools import evaluate, make_bag, synth
 
 DEMO_CHECKPOINT = 'models/demo_segformer_b0_synth.pt'
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    configure_torch()
+    configure_process()
     args = build_parser().parse_args(argv)
     started = time.monotonic()
     out = Path(args.out)

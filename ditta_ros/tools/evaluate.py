@@ -28,7 +28,7 @@ from ditta_ros.labels import load_label_set
 from ditta_ros.methods import METHODS, NEEDS_TEACHER
 from ditta_ros.model.build import build_model
 from ditta_ros.ros.params import load_parameters
-from ditta_ros.runtime import configure_torch
+from ditta_ros.runtime import configure_process
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 
 
@@ -210,7 +210,7 @@ def _write_outputs(out, args, report, videos, runs, scores, labels):
 
 
 def main(argv=None) -> int:
-    configure_torch()
+    configure_process()
     args = build_parser().parse_args(argv)
     try:
         report = evaluate(args)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ditta_ros.labels import load_label_set
 from ditta_ros.model.build import ModelSpec, build_model
 from ditta_ros.preprocess import InputSpec, prepare_frame
-from ditta_ros.runtime import configure_torch
+from ditta_ros.runtime import configure_process
 from ditta_ros.synth.sequence import SequenceSpec, generate
 from ditta_ros.tools.synth import parse_size
 
@@ -56,7 +56,7 @@ def make_dataset(args, spec: InputSpec, lut: np.ndarray):
 
 
 def main(argv=None) -> int:
-    configure_torch()
+    configure_process()
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
