@@ -1,6 +1,7 @@
 """Process settings of the entry points: denormals flushed in every worker thread, freed tensor
-memory reused without page faults, the C heap's freed memory handed back. Each check runs in a fresh interpreter (the settings are per
-process and must come before PyTorch starts its threads)."""
+memory reused without page faults, the C heap's freed memory handed back. Each check runs in a
+fresh interpreter (the settings are per process and must come before PyTorch starts its
+threads)."""
 import os
 import subprocess
 import sys
