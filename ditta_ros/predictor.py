@@ -82,9 +82,12 @@ class FramePredictor:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def _head_outputs(self, head: DiTTAHead, features):
+        """(embedding, logits) in fp32; the logits channels-first whatever layout the head gives
+        (from the channels-last backbone features): softmax and argmax over the class axis of the
+        resized full-resolution maps are several times slower on channels-last memory."""
         with self._autocast():
             embedding, logits = head(features)
-        return embedding.float(), logits.float()
+        return embedding.float(), logits.float().contiguous()
 
     @torch.no_grad()
     def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,

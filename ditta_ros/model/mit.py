@@ -168,6 +168,8 @@ class MixVisionTransformer(nn.Module):
             for block in getattr(self, f'block{stage}'):
                 x = block(x, h, w, stochastic)
             x = getattr(self, f'norm{stage}')(x)
-            x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+            # [N, C, h, w] in channels-last memory: the token layout itself, no copy; the
+            # next stage's and the decode head's convolutions take it as it is
+            x = x.reshape(b, h, w, -1).permute(0, 3, 1, 2)
             outs.append(x)
         return outs
