@@ -10,6 +10,7 @@ import torch
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+_M_ARENA_MAX = -8
 
 
 def configure_process() -> None:
@@ -48,9 +49,9 @@ def _glibc():
 _GLIBC = _glibc()
 
 
-def allocator_set_by_environment() -> bool:
-    """Whether the environment tunes glibc malloc itself (MALLOC_*_ or GLIBC_TUNABLES)."""
-    return any(name.startswith('MALLOC_') and name.endswith('_') for name in os.environ) or \
+def _allocator_set_by_environment() -> bool:
+    """Whether the environment tunes glibc malloc itself (MALLOC_* or GLIBC_TUNABLES)."""
+    return any(name.startswith('MALLOC_') for name in os.environ) or \
         'malloc' in os.environ.get('GLIBC_TUNABLES', '')
 
 
@@ -60,24 +61,31 @@ def reuse_freed_memory() -> bool:
     By default glibc gives each block above its mmap threshold (at most 32 MiB) fresh pages from
     the kernel and unmaps them on free, and trims the heap's free top: every frame then pays a
     page fault per 4 KiB of its large tensors again (a 1024x512 frame's full-resolution class
-    maps are 40-80 MB each). Without that the 1024x512 SegFormer-B0 frame on 2 CPU cores took
-    225 instead of 340 ms (the backbone 156 instead of 190 ms). The process keeps its peak heap
-    resident between frames, which a steady frame loop reuses; `release_freed_memory` hands it
-    back after adaptation steps, whose peaks are larger. Settings the environment makes itself
-    (e.g. the benchmark's live-memory runs) are left as they are. Returns whether it applied."""
-    if _GLIBC is None or allocator_set_by_environment():
+    maps are 40-80 MB each). With this setting the 1024x512 SegFormer-B0 benchmark on 2 CPU
+    cores ran ISS frames in 226 instead of 337 ms, DiTTA frames in 471 instead of 633 ms and its
+    adaptation in 98 instead of 129 s. The price: the process keeps its peak heap resident, and
+    large blocks fragment it (that DiTTA process peaked at 2.37 instead of 1.74 GB RSS during
+    adaptation); a steady frame loop reuses the same blocks, and `release_freed_memory` hands
+    freed pages back after adaptation steps and jobs. All threads share the one heap: in a
+    thread arena of its own (at most 64 MiB per mapping) a camera thread's inference fell back
+    to fresh pages again (fused frames 370 instead of 330 ms on a non-main thread). Settings
+    the environment makes itself (e.g. the benchmark's live-memory runs) are left as they are.
+    Returns whether it applied."""
+    if _GLIBC is None or _allocator_set_by_environment():
         return False
-    return bool(_GLIBC.mallopt(_M_MMAP_MAX, 0)) and \
-        bool(_GLIBC.mallopt(_M_TRIM_THRESHOLD, ctypes.c_int(2 ** 31 - 1)))
+    applied = [_GLIBC.mallopt(parameter, value) == 1 for parameter, value in (
+        (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1), (_M_ARENA_MAX, 1))]
+    return all(applied)
 
 
 def release_freed_memory() -> None:
     """Give the C heap's free pages back to the OS (glibc `malloc_trim`).
 
-    glibc keeps freed blocks below its mmap threshold (which rises to 32 MiB after the first
-    large free) in the heap for reuse, so after an adaptation step the process keeps several
-    hundred MB of freed tensors resident: a 480x864 step left the bench process at 1.28 GB
-    instead of 0.76 GB. Trimming after each step returns that to the vehicle's other processes;
-    its cost does not show in the step time (2.0 s with and without, same step)."""
+    The heap keeps freed blocks for reuse (all of them with `reuse_freed_memory`; glibc's default
+    keeps those below its mmap threshold, which rises to 32 MiB after the first large free), so
+    after an adaptation step the process would keep several hundred MB of freed tensors
+    resident: a 480x864 step left the bench process at 1.28 GB instead of 0.76 GB. Trimming
+    after each step returns that to the vehicle's other processes; its cost does not show in the
+    step time (2.0 s with and without, same step)."""
     if _GLIBC is not None:
         _GLIBC.malloc_trim(0)
