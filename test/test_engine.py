@@ -1,4 +1,5 @@
 """The online engine: phases, background adaptation, swap, restart/reset, save/load, time."""
+import threading
 import time
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.decoder_io import load_decoder, save_decoder
-from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
+from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.model.build import CheckpointError, build_model
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
@@ -197,3 +198,26 @@ def test_flow_teacher_adaptation_on_a_synthetic_drive_lowers_the_losses(tiny_mod
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)
     for key in ('distill', 'contra', 'total'):
         assert mean(last, key) < mean(first, key), key
+
+
+def test_each_adaptation_job_runs_on_a_thread_that_ends_with_it():
+    """No thread that ran a job's PyTorch work stays behind (its OpenMP team would slow the
+    inference threads); a failing job neither stops the worker nor stays behind either."""
+    worker = AdaptationWorker()
+    runners, done = [], threading.Event()
+
+    def job():
+        runners.append(threading.current_thread())
+        torch.ones(1 << 16).sum()
+
+    def failing():
+        runners.append(threading.current_thread())
+        raise RuntimeError('job failure')
+
+    for each in (job, failing, job):
+        worker.submit(each)
+    worker.submit(done.set)
+    assert done.wait(10)
+    assert worker.stop()
+    assert len(set(runners)) == 3 and threading.main_thread() not in runners
+    assert not any(runner.is_alive() for runner in runners)
