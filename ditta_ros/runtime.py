@@ -9,8 +9,10 @@ import torch
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
-_M_MMAP_MAX = -4
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
+# glibc's largest mmap threshold (half its 64 MiB heap size on 64-bit)
+_MMAP_THRESHOLD_MAX = 32 * 2 ** 20
 
 
 def configure_process() -> None:
@@ -56,25 +58,26 @@ def _allocator_set_by_environment() -> bool:
 
 
 def reuse_freed_memory() -> bool:
-    """Serve every tensor from the C heap and keep freed heap memory for the next frame.
+    """Keep freed heap memory for the next frame, in one heap for all threads.
 
-    By default glibc gives each block above its mmap threshold (at most 32 MiB) fresh pages from
-    the kernel and unmaps them on free, and trims the heap's free top: every frame then pays a
-    page fault per 4 KiB of its large tensors again (a 1024x512 frame's full-resolution class
-    maps are 40-80 MB each). With this setting the 1024x512 SegFormer-B0 benchmark on 2 CPU
-    cores ran ISS frames in 226 instead of 337 ms, DiTTA frames in 471 instead of 633 ms and its
-    adaptation in 98 instead of 129 s. The price: the process keeps its peak heap resident, and
-    large blocks fragment it (that DiTTA process peaked at 2.37 instead of 1.74 GB RSS during
-    adaptation); a steady frame loop reuses the same blocks, and `release_freed_memory` hands
-    freed pages back after adaptation steps and jobs. All threads share the one heap: in a
-    thread arena of its own (at most 64 MiB per mapping) a camera thread's inference fell back
-    to fresh pages again (fused frames 370 instead of 330 ms on a non-main thread). Settings
-    the environment makes itself (e.g. the benchmark's live-memory runs) are left as they are.
-    Returns whether it applied."""
+    By default glibc trims the heap's free top and lets each thread allocate from an arena of
+    its own whose mappings hold at most 64 MiB, so frames keep paying a page fault per 4 KiB of
+    their tensors again. Here blocks up to glibc's largest mmap threshold (32 MiB) come from
+    the one main heap, which keeps its freed memory; larger blocks are still mapped and unmapped
+    at once, so their memory never lingers or fragments the heap. 1024x512 SegFormer-B0 frames
+    on 2 CPU cores, 14-frame loop: 179 ms instead of 239 ms (ISS), 416 instead of 528 ms (DiTTA
+    fused). Serving every block from the heap (`MALLOC_MMAP_MAX_=0`) was faster still (154 and
+    326 ms), but freed multi-GB blocks then fragment the heap: the 2048x1024 adaptation peaked
+    at 5.5 instead of 3.4 GB RSS and the reference's dense adaptation step outgrew 24 GB. A
+    camera thread's own arena had cost it 12 % (fused frames 370 instead of 330 ms).
+    `release_freed_memory` hands freed pages back after adaptation steps and jobs. Settings the
+    environment makes itself (any MALLOC_* variable or a malloc GLIBC_TUNABLES entry, e.g. the
+    benchmark's live-memory runs) are left as they are. Returns whether it applied."""
     if _GLIBC is None or _allocator_set_by_environment():
         return False
     applied = [_GLIBC.mallopt(parameter, value) == 1 for parameter, value in (
-        (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2 ** 31 - 1), (_M_ARENA_MAX, 1))]
+        (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
+        (_M_ARENA_MAX, 1))]
     return all(applied)
 
 

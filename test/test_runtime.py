@@ -70,10 +70,11 @@ _REALLOCATION_FAULTS = '''
     import resource, sys, torch
     from ditta_ros import runtime
     print(runtime.reuse_freed_memory() if sys.argv[1:] == ['configure'] else False)
-    for frame in range(12):                            # a frame loop: 80 MB allocated, freed
-        if frame == 8:                                 # after a few frames to settle the heap
+    for frame in range(12):              # a frame loop: four 20 MB tensors at once, then freed
+        if frame == 8:                   # after a few frames to settle the heap
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        torch.empty(20 << 20).fill_(1.0)
+        tensors = [torch.empty(5 << 20).fill_(1.0) for _ in range(4)]
+        del tensors
     print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 '''
 
