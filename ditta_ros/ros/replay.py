@@ -196,6 +196,16 @@ def wait_matched(pub, timeout: float = 20.0) -> None:
     time.sleep(1.0)
 
 
+def _accounts_for(statuses, frames: int) -> bool:
+    """Whether the latest status has received `frames` frames in all and settled each one
+    (processed, dropped or rejected)."""
+    if not statuses:
+        return False
+    last = statuses[-1]
+    settled = last.frames_processed + last.frames_dropped + last.frames_rejected
+    return last.frames_received >= frames and settled >= last.frames_received
+
+
 def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
                  wait_for_adaptation: bool, lockstep: bool = True, frame_timeout: float = 60.0,
                  progress: Optional[Callable[[], None]] = None) -> dict:
@@ -224,6 +234,7 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
     eval_started = None
     try:
         wait_matched(pub)
+        received_before = statuses[-1].frames_received if statuses else 0
         started = time.monotonic()
         for i, frame in enumerate(video.frames):
             if i == warmup:
@@ -246,9 +257,12 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
                            3600, 'the node to finish adapting')
             if progress is not None:
                 progress()
-        if not lockstep:  # let the last masks arrive; frames the node dropped never will
+        if not lockstep:  # let the last masks arrive (frames the node dropped never will) and
+            # a status that counts every frame sent, so the dropped count is not a stale one
             deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and not all(k in masks for k in keys[-2:]):
+            while time.monotonic() < deadline and not (
+                    all(k in masks for k in keys[-2:])
+                    and _accounts_for(statuses, received_before + len(keys))):
                 time.sleep(0.05)
         eval_seconds = time.monotonic() - eval_started if eval_started else 0.0
     finally:
