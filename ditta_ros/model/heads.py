@@ -78,7 +78,6 @@ class DiTTAHead(nn.Module):
             return dense_local_attention(query, key, value, self.window)
         return local_attention(query, key, value, self.window)
 
-
     def addon_logits(self, embedding_prev: torch.Tensor, embedding: torch.Tensor,
                      logits_prev: torch.Tensor) -> torch.Tensor:
         """Add-on logits [C, h, w] of a frame from its embedding and the previous frame's

@@ -196,6 +196,13 @@ def wait_matched(pub, timeout: float = 20.0) -> None:
     time.sleep(1.0)
 
 
+def _wait_at_most(seconds: float, predicate: Callable[[], bool]) -> None:
+    """Wait until `predicate` holds or `seconds` pass (no error: the caller reports the rest)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.05)
+
+
 def _accounts_for(statuses, frames: int) -> bool:
     """Whether the latest status has received `frames` frames in all and settled each one
     (processed, dropped or rejected)."""
@@ -257,14 +264,12 @@ def replay_video(client: Client, video, topic: str, node_name: str, warmup: int,
                            3600, 'the node to finish adapting')
             if progress is not None:
                 progress()
-        if not lockstep:  # let the last masks arrive (frames the node dropped never will) and
-            # a status that counts every frame sent, so the dropped count is not a stale one
-            deadline = time.monotonic() + 10.0
-            while time.monotonic() < deadline and not (
-                    all(k in masks for k in keys[-2:])
-                    and _accounts_for(statuses, received_before + len(keys))):
-                time.sleep(0.05)
+        if not lockstep:  # let the last masks arrive; frames the node dropped never will
+            _wait_at_most(10.0, lambda: all(k in masks for k in keys[-2:]))
         eval_seconds = time.monotonic() - eval_started if eval_started else 0.0
+        if not lockstep:  # and a status that counts every frame sent (not a stale dropped
+            # count); frames lost before the node saw them never will be, and show as missing
+            _wait_at_most(10.0, lambda: _accounts_for(statuses, received_before + len(keys)))
     finally:
         client.node.destroy_subscription(mask_sub)
         client.node.destroy_publisher(pub)

@@ -26,6 +26,8 @@ import os
 import resource
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
@@ -374,13 +376,15 @@ def _configured(function, *args):
 def _in_fresh_process(function, *args, env=None):
     """function(*args) in a new interpreter (its own peak memory), configured as the tools are,
     with `env` added to its environment."""
-    ctx = mp.get_context('spawn')
     env = env or {}
     previous = {name: os.environ.get(name) for name in env}
     os.environ.update(env)        # a spawned interpreter starts with this process's environment
     try:
-        with ctx.Pool(1) as pool:
-            return pool.apply(_configured, (function,) + args)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context('spawn')) as pool:
+            return pool.submit(_configured, function, *args).result()
+    except BrokenProcessPool:     # a killed child (out of memory) must not hang the benchmark
+        raise RuntimeError(f'{function.__name__}: its process died before it reported '
+                           '(killed for lack of memory?)') from None
     finally:
         for name, value in previous.items():
             if value is None:

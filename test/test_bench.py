@@ -1,0 +1,32 @@
+"""ditta-bench end to end on a tiny input, and a benchmark child that dies."""
+import json
+import os
+import signal
+
+import pytest
+
+from ditta_ros.tools import bench
+
+
+def test_bench_measures_each_method_and_writes_the_table_and_json(tmp_path):
+    out = tmp_path / 'bench.json'
+    table = tmp_path / 'bench.md'
+    assert bench.main(['--size', '64x32', '--methods', 'none,tent', '--frames', '2',
+                       '--warmup', '2', '--json', str(out), '--markdown', str(table)]) == 0
+    report = json.loads(out.read_text())
+    rows = report['methods']
+    assert set(rows) == {'none', 'tent'}
+    for row in rows.values():
+        assert row['fps'] > 0 and row['latency_p95_ms'] >= row['latency_p50_ms'] > 0
+        assert row['peak_rss_mb'] > 0
+    assert rows['tent']['phase'] == 'adapting'
+    assert '| none |' in table.read_text() and '| tent |' in table.read_text()
+
+
+def _killed_for_memory():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_benchmark_process_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match='process died'):
+        bench._in_fresh_process(_killed_for_memory)
