@@ -92,12 +92,14 @@ def _faults_of_a_reallocation(*argv, env=None):
 def test_reuse_freed_memory_serves_a_repeated_large_tensor_without_page_faults():
     applied, faults = _faults_of_a_reallocation('configure')
     assert applied and faults < 2000             # 4 frames x 80 MB would be 81,920 pages of 4 KiB
-    applied, control = _faults_of_a_reallocation()
-    assert not applied and control > 40_000      # glibc's default: fresh pages at every frame
 
 
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
 def test_reuse_freed_memory_leaves_the_environments_malloc_settings_alone():
+    """Also the control of the test above: with every 20 MB block mapped and unmapped (the
+    user's setting here) the loop pays fresh pages at every frame. glibc's own default is no
+    control: whether it trims the freed top of the heap depends on where the address space
+    layout put the heap (measured: 0 faults in 2 of 6 runs, 81,792 in the others)."""
     applied, faults = _faults_of_a_reallocation('configure',
                                                 env={'MALLOC_MMAP_THRESHOLD_': '131072'})
     assert not applied and faults > 40_000
