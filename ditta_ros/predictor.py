@@ -45,7 +45,7 @@ def to_prediction(logits: torch.Tensor, input_hw, frame_hw, tau: float = 0.8,
 
 def frame_input(frame_rgb: np.ndarray, spec: InputSpec, device) -> torch.Tensor:
     """[1, 3, h, w] network input of one frame on `device`."""
-    return prepare_frame(frame_rgb, spec).unsqueeze(0).to(device)
+    return prepare_frame(frame_rgb, spec, device).unsqueeze(0)
 
 
 @dataclass

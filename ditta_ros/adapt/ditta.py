@@ -204,7 +204,7 @@ def clip_input(frames: Sequence[np.ndarray], index: int, spec: InputSpec,
                device) -> torch.Tensor:
     """Model input of warm-up frame `index`: [frame index-1, frame index] (or [frame 0])."""
     indices = [index - 1, index] if index > 0 else [index]
-    return torch.stack([prepare_frame(frames[i], spec) for i in indices]).to(device)
+    return torch.stack([prepare_frame(frames[i], spec, device) for i in indices])
 
 
 def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,

@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--window', type=int, default=5)
     p.add_argument('--size', default='1024x512', help='frame WIDTHxHEIGHT (network input too)')
     p.add_argument('--device', default='auto')
+    p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16'], default='fp32',
+                   help='autocast of none/ditta inference (the peers run in fp32)')
     p.add_argument('--methods', default=','.join(METHODS))
     p.add_argument('--frames', type=int, default=12, help='timed frames after the warm-up')
     p.add_argument('--warmup', type=int, default=6, help='warm-up frames')
@@ -125,6 +127,12 @@ def _peak_memory(device):
     return figures
 
 
+def _synchronize(device):
+    """Wait for the GPU's queued work, so that a timer read next covers it."""
+    if torch.device(device).type == 'cuda':
+        torch.cuda.synchronize()
+
+
 def measure_method(args, method):
     """One method: warm-up, then timed frames (runs in its own process)."""
     from ditta_ros.adapt.ditta import AdaptConfig
@@ -146,7 +154,8 @@ def measure_method(args, method):
     worker = AdaptationWorker() if method == 'ditta' else None
     cfg = EngineConfig(method=method, warmup=WarmupConfig(frames=args.warmup),
                        targets=TargetConfig(num_classes=args.num_classes),
-                       adapt=AdaptConfig(passes=args.passes), seed=0)
+                       adapt=AdaptConfig(passes=args.passes), seed=0,
+                       precision=args.precision)
     stream = make_stream('bench', model, spec, cfg, worker, teacher, device)
     started = time.perf_counter()
     for i in range(args.warmup):
@@ -159,8 +168,7 @@ def measure_method(args, method):
     for i in range(args.warmup + 1, len(frames)):
         tic = time.perf_counter()
         stream.process(frames[i], 0.1 * i)
-        if device == 'cuda':
-            torch.cuda.synchronize()
+        _synchronize(device)
         latencies.append(time.perf_counter() - tic)
     if worker is not None:
         worker.stop()
@@ -203,6 +211,7 @@ def reference_comparison(args, which):
                     to_prediction(logits, clip.shape[-2:], frame_b.shape[:2], want_probs=True)
                 else:
                     predictor.predict(head, frame_b, fused=True)
+            _synchronize(device)
             timings.append(time.perf_counter() - tic)
     else:
         adapter = DiTTAAdapter(model, head, AdaptConfig())
@@ -216,6 +225,7 @@ def reference_comparison(args, which):
         for _ in range(3):
             tic = time.perf_counter()
             adapter.step(clip, (h, w), label, Target(obj_id, score))
+            _synchronize(device)
             timings.append(time.perf_counter() - tic)
     # steady state: the median of the repetitions after the first (allocations, caches)
     return {'measurement': which, 'seconds': float(np.median(timings[1:])),
@@ -308,6 +318,7 @@ def stage_costs(args):
     tic = time.perf_counter()
     for frame in frames[args.warmup + 1:]:
         predictor.predict(head, frame, fused=True)
+    _synchronize(device)
     costs['D (fused inference) per frame'] = (time.perf_counter() - tic) / 2
     return costs
 
@@ -424,13 +435,15 @@ def markdown(report) -> str:
     lines = [f'Machine: {report["machine"]}. Model: {report["model"]}, frames {report["size"]}, '
              f'{report["warmup"]} warm-up frames, {report["frames"]} timed frames.', '',
              '| method | FPS | latency p50 / p95 (ms) | warm-up + adaptation (s) | peak RSS (MB) '
-             '| x ISS time | phase |', '|---|---|---|---|---|---|---|']
+             '| peak CUDA allocated (MB) | x ISS time | phase |',
+             '|---|---|---|---|---|---|---|---|']
     base = report['methods'].get('none', {}).get('latency_p50_ms')
     for name, m in report['methods'].items():
         ratio = f'{m["latency_p50_ms"] / base:.2f}' if base else '–'
-        lines.append(f'| {name} | {m["fps"]:.2f} | {m["latency_p50_ms"]:.0f} / '
-                     f'{m["latency_p95_ms"]:.0f} | {m["warmup_s"]:.1f} | {m["peak_rss_mb"]:.0f} '
-                     f'| {ratio} | {m["phase"]} |')
+        cuda = f'{m["peak_cuda_mb"]:.0f}' if 'peak_cuda_mb' in m else '–'
+        lines.append(f'| {name} | {m["fps"]:.2f} | {m["latency_p50_ms"]:.1f} / '
+                     f'{m["latency_p95_ms"]:.1f} | {m["warmup_s"]:.1f} | {m["peak_rss_mb"]:.0f} '
+                     f'| {cuda} | {ratio} | {m["phase"]} |')
     for key, title in (('ratios', 'Ratios (this run)'),):
         if report.get(key):
             lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.3g}'
