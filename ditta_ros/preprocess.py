@@ -32,7 +32,8 @@ class InputSpec:
         scale = min(long_side / max(h, w), short_side / min(h, w))
         new_h, new_w = int(h * scale + 0.5), int(w * scale + 0.5)
         div = self.size_divisor
-        return (new_h, new_w), (int(math.ceil(new_h / div)) * div, int(math.ceil(new_w / div)) * div)
+        aligned = (int(math.ceil(new_h / div)) * div, int(math.ceil(new_w / div)) * div)
+        return (new_h, new_w), aligned
 
 
 @functools.lru_cache(maxsize=8)

@@ -36,31 +36,49 @@ import torch
 from ditta_ros.methods import METHODS
 from ditta_ros.runtime import configure_process
 
+REPRODUCE = '''The README's tables, each from one command:
+  CPU, SegFormer-B0:      ditta-bench --size 1024x512 --stage-costs
+  CPU, quality:           ditta-bench --methods none,ditta,tent,cotta,auxadapt --quality DIR
+  CPU, SAM2 at its size:  ditta-bench --methods ditta,sam2_refine --frames 4
+                            --sam2-config configs/sam2.1/sam2.1_hiera_l.yaml --sam2-image-size 1024
+  CPU, 2048x1024 + node:  ditta-bench --methods none,ditta --size 2048x1024 --frames 3 --warmup 2
+                            --passes 1 --node-latency
+  CPU, reference add-on:  ditta-bench --methods none --reference-comparison --frames 2 --warmup 2
+                            --passes 1
+  GPU, Cityscapes size:   ditta-bench --device cuda --variant b5 --size 2048x1024 --frames 8
+                            --warmup 4 --passes 2 --teacher sam2 --sam2-image-size 1024
+                            --sam2-config configs/sam2.1/sam2.1_hiera_l.yaml
+  GPU, VSPW-like size:    ditta-bench --device cuda --variant b5 --size 864x480 --frames 30
+                            --warmup 6 --teacher sam2 --sam2-image-size 1024 --stage-costs
+                            --sam2-config configs/sam2.1/sam2.1_hiera_l.yaml'''
 WEIGHT_SHARPENING = 30.0
 # glibc: serve every block over 128 KiB by mmap and unmap it on free (no dynamic threshold)
 LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='ditta-bench', description=__doc__,
+    p = argparse.ArgumentParser(prog='ditta-bench', description=__doc__, epilog=REPRODUCE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--family', default='segformer')
-    p.add_argument('--variant', default='b0')
+    p.add_argument('--family', default='segformer',
+                   help='model family: segformer, deeplabv3, lraspp')
+    p.add_argument('--variant', default='b0', help='model variant, e.g. b0..b5 for SegFormer')
     p.add_argument('--checkpoint', default='', help='model weights (default: random)')
-    p.add_argument('--embed-dim', type=int, default=256)
+    p.add_argument('--embed-dim', type=int, default=256, help='decoder width D')
     p.add_argument('--num-classes', type=int, default=19)
-    p.add_argument('--window', type=int, default=5)
+    p.add_argument('--window', type=int, default=5, help='add-on window radius r')
     p.add_argument('--size', default='1024x512', help='frame WIDTHxHEIGHT (network input too)')
-    p.add_argument('--device', default='auto')
+    p.add_argument('--device', default='auto', help='auto, cpu or cuda')
     p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16'], default='fp32',
                    help='autocast of none/ditta inference (the peers run in fp32)')
-    p.add_argument('--methods', default=','.join(METHODS))
+    p.add_argument('--methods', default=','.join(METHODS),
+                   help='comma-separated, from: ' + ', '.join(METHODS))
     p.add_argument('--frames', type=int, default=12, help='timed frames after the warm-up')
     p.add_argument('--warmup', type=int, default=6, help='warm-up frames')
     p.add_argument('--passes', type=int, default=5, help='DiTTA adaptation passes')
     p.add_argument('--teacher', choices=['flow', 'sam2'], default='flow',
                    help='teacher of ditta (sam2_refine always uses SAM2)')
-    p.add_argument('--sam2-config', default='configs/sam2.1/sam2.1_hiera_t.yaml')
+    p.add_argument('--sam2-config', default='configs/sam2.1/sam2.1_hiera_t.yaml',
+                   help='SAM2 model config (hiera-large: configs/sam2.1/sam2.1_hiera_l.yaml)')
     p.add_argument('--sam2-checkpoint', default='', help='default: random SAM2 weights')
     p.add_argument('--sam2-image-size', type=int, default=512,
                    help='SAM2 input size when its weights are random')
