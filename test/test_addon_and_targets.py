@@ -12,12 +12,14 @@ from ditta_ros.model.build import ModelSpec, build_model
 from ditta_ros.teacher.targets import Target
 
 
-# grids smaller than a tile, several tiles with padding, radius beyond the tile side, and a
-# float budget small enough to cut the rows of tiles into several chunks
+# grids smaller than a tile, several tiles with padding, radius beyond the tile side, a float
+# budget small enough to cut the rows of tiles into several chunks, chunks without grid padding
+# before one with padded rows, and a grid of whole tiles
 @pytest.mark.parametrize('h,w,radius,budget', [(7, 9, 2, 8 << 20), (12, 5, 5, 8 << 20),
                                                (6, 6, 0, 8 << 20), (3, 11, 4, 8 << 20),
                                                (19, 26, 3, 8 << 20), (30, 17, 10, 8 << 20),
-                                               (35, 22, 2, 20_000)])
+                                               (35, 22, 2, 20_000), (35, 24, 2, 20_000),
+                                               (16, 24, 3, 20_000)])
 def test_windowed_attention_equals_dense_values_and_gradients(h, w, radius, budget):
     torch.manual_seed(h * w + radius)
     q = (torch.randn(8, h, w) * 2).requires_grad_()

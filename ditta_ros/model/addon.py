@@ -80,15 +80,15 @@ def _halos(grid: torch.Tensor, tile: int, span: int) -> torch.Tensor:
 
 def _attend_tiles(tiles_q, keys, values, outside, padding_q, window) -> torch.Tensor:
     """One chunk of tile rows: [rows, tile, cols, tile, D] queries, their halo rows of keys,
-    values and the -inf grid border (channels last) -> [rows, cols, tile, tile, C]."""
+    values and the -inf grid border (channels last) -> [rows, cols, tile, tile, C]. padding_q:
+    [rows, cols, tile, tile] bool, the grid padding's queries, or None where the chunk has none."""
     rows, tile, cols, _, d = tiles_q.shape
     span = keys.shape[0] - (rows - 1) * tile
     n = rows * cols
     q = tiles_q.permute(0, 2, 1, 3, 4).reshape(n, tile * tile, d)
     bias = window + _halos(outside, tile, span).transpose(1, 2)          # [n, tile^2, span^2]
-    padding = padding_q.reshape(n, tile * tile)
-    if padding.any():
-        bias[padding] = 0.0
+    if padding_q is not None:         # masked in place: no data-dependent read (a GPU sync)
+        bias.masked_fill_(padding_q.reshape(n, tile * tile, 1), 0.0)
     logits = torch.baddbmm(bias, q, _halos(keys, tile, span).transpose(1, 2))
     weights = torch.softmax(logits, dim=-1)
     out = torch.bmm(weights, _halos(values, tile, span))                 # [n, tile^2, C]
@@ -132,10 +132,11 @@ class _Tiling:
         """One chunk: its query rows and halo rows of keys and values -> [rows, cols, tile,
         tile, C] outputs."""
         tile = self.tile
+        padded = self.pad_w > 0 or rows.stop > self.h      # known from the shapes alone
+        padding_q = self.padding_q[rows].view(-1, tile, self.cols, tile).permute(0, 2, 1, 3) \
+            if padded else None
         return _attend_tiles(queries.view(-1, tile, self.cols, tile, queries.shape[-1]), keys,
-                             values, self.outside[halo],
-                             self.padding_q[rows].view(-1, tile, self.cols, tile)
-                             .permute(0, 2, 1, 3), self.window)
+                             values, self.outside[halo], padding_q, self.window)
 
     def assemble(self, outputs) -> torch.Tensor:
         """Chunk outputs -> [C, h, w]."""
