@@ -14,7 +14,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from ditta_ros.inference import class_ids, fuse, reliability
+from ditta_ros.inference import class_ids, pixel_outputs
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
@@ -37,10 +37,9 @@ def to_prediction(logits: torch.Tensor, input_hw, frame_hw, tau: float = 0.8,
     to the input then to the frame size, fused by reliability when there are two branches."""
     if logits.shape[0] == 1 and not (want_confidence or want_probs):
         return Prediction(class_ids(resize_logits(logits, input_hw, frame_hw)[0]), None)
-    probs = torch.softmax(resize_logits(logits, input_hw, frame_hw), dim=1)
-    final = fuse(probs[0], probs[1], tau) if logits.shape[0] == 2 else probs[0]
-    return Prediction(class_ids(final), reliability(final) if want_confidence else None,
-                      final if want_probs else None, fused=logits.shape[0] == 2)
+    out = pixel_outputs(resize_logits(logits, input_hw, frame_hw), tau, want_confidence,
+                        want_probs)
+    return Prediction(out.label, out.confidence, out.probs, fused=logits.shape[0] == 2)
 
 
 def frame_input(frame_rgb: np.ndarray, spec: InputSpec, device) -> torch.Tensor:

@@ -2,7 +2,10 @@
 each against a direct float64 computation of the paper's formulas."""
 import torch
 
-from ditta_ros.inference import entropy, fuse, reliability
+import pytest
+
+from ditta_ros import inference
+from ditta_ros.inference import entropy, pixel_outputs, reliability
 
 
 def _probs(seed: int, classes=6, h=9, w=13, sharpness=4.0) -> torch.Tensor:
@@ -33,9 +36,15 @@ def test_reliability_of_a_frame_certain_everywhere_is_one():
     assert torch.equal(reliability(probs), torch.ones(5, 7))
 
 
-def test_fuse_keeps_reliable_plain_pixels_and_blends_the_rest_by_reliability():
-    plain, addon, tau = _probs(1, sharpness=2.0), _probs(2, sharpness=2.0), 0.6
-    got = fuse(plain, addon, tau)
+def _logits(seed: int, branches=2, classes=6, h=9, w=13, sharpness=2.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(branches, classes, h, w, generator=generator) * sharpness
+
+
+def test_fusion_keeps_reliable_plain_pixels_and_blends_the_rest_by_reliability():
+    logits, tau = _logits(1), 0.6
+    got = pixel_outputs(logits, tau, want_probs=True).probs
+    plain, addon = torch.softmax(logits, dim=1)
     e0, e1 = _entropy64(plain), _entropy64(addon)
     r0, r1 = 1 - e0 / e0.max(), 1 - e1 / e1.max()
     w = r0 / (r0 + r1)
@@ -44,3 +53,21 @@ def test_fuse_keeps_reliable_plain_pixels_and_blends_the_rest_by_reliability():
     assert 0 < reliable.sum() < reliable.numel()       # both cases occur
     assert torch.equal(got[:, reliable], plain[:, reliable])
     torch.testing.assert_close(got.double(), want, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize('branches', [1, 2])
+def test_row_blocks_give_the_values_of_whole_maps(monkeypatch, branches):
+    """Blocks of a few rows (the last one shorter) against one block of the whole frame: the
+    same classes, probabilities and reliabilities up to a float's last bits."""
+    logits = _logits(3, branches=branches, classes=19, h=37, w=53, sharpness=3.0)
+    whole = pixel_outputs(logits, 0.7, want_confidence=True, want_probs=True)
+    monkeypatch.setattr(inference, 'ROW_BLOCK_FLOATS', branches * 19 * 53 * 4)
+    blocks = pixel_outputs(logits, 0.7, want_confidence=True, want_probs=True)
+    assert torch.equal(whole.label, blocks.label)
+    torch.testing.assert_close(whole.probs, blocks.probs, atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole.confidence, blocks.confidence, atol=1e-6, rtol=0)
+    assert torch.equal(whole.label, whole.probs.max(0).indices)
+    torch.testing.assert_close(whole.confidence, reliability(whole.probs), atol=1e-6, rtol=0)
+    if branches == 1:
+        torch.testing.assert_close(whole.probs, torch.softmax(logits[0], dim=0), atol=1e-6,
+                                   rtol=0)
