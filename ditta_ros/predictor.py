@@ -88,6 +88,11 @@ class FramePredictor:
             embedding, logits = head(features)
         return embedding.float(), logits.float().contiguous()
 
+    def _key(self, head: DiTTAHead, embedding: torch.Tensor) -> torch.Tensor:
+        """The add-on key of a frame's embedding [1, D, h, w], at the inference precision."""
+        with self._autocast():
+            return head.key(embedding[0])
+
     @torch.no_grad()
     def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,
                 want_confidence: bool = False, want_probs: bool = False) -> Prediction:
@@ -103,10 +108,12 @@ class FramePredictor:
         if fused and prev is not None:
             if prev.head is not head or prev.key is None:
                 prev_embedding, prev.logits = self._head_outputs(head, prev.features)
-                prev.key, prev.head = head.key(prev_embedding[0]), head
-            addon = head.attend(head.query(embedding[0]), prev.key, prev.logits[0])
-            out = torch.stack([logits[0], addon])
+                prev.key, prev.head = self._key(head, prev_embedding), head
+            with self._autocast():
+                addon = head.attend(head.query(embedding[0]), prev.key, prev.logits[0])
+            out = torch.stack([logits[0], addon.float()])
         self._prev = _Previous(features, grid)
         if fused:
-            self._prev.head, self._prev.key, self._prev.logits = head, head.key(embedding[0]), logits
+            self._prev.head, self._prev.logits = head, logits
+            self._prev.key = self._key(head, embedding)
         return to_prediction(out, x.shape[-2:], frame_hw, self.tau, want_confidence, want_probs)

@@ -221,3 +221,26 @@ def test_each_adaptation_job_runs_on_a_thread_that_ends_with_it():
     assert worker.stop()
     assert len(set(runners)) == 3 and threading.main_thread() not in runners
     assert not any(runner.is_alive() for runner in runners)
+
+
+@pytest.mark.parametrize('precision', ['bf16', 'fp16'])
+def test_reduced_precision_inference_covers_the_addon(tiny_model, precision):
+    """The `precision` autocast runs the backbone, decoder and add-on at reduced precision and
+    hands float32 outputs on; the add-on's logits stay close to its float32 logits."""
+    from ditta_ros.predictor import PRECISIONS, FramePredictor
+    head, dtype = tiny_model.decode_head, PRECISIONS[precision]
+    reduced = FramePredictor(tiny_model, SPEC, precision=precision)
+    for frame in synthetic_clip(frames=3, height=64, width=96, seed=4):
+        got = reduced.predict(head, frame, fused=True, want_confidence=True)
+    assert got.fused and got.confidence.dtype == torch.float32
+    assert reduced._prev.key.dtype == dtype
+    torch.manual_seed(0)
+    embedding, value = torch.randn(2, 32, 12, 20), torch.randn(19, 12, 20) * 5
+    with torch.no_grad():
+        exact = head.attend(head.query(embedding[1]), head.key(embedding[0]), value)
+        with torch.autocast('cpu', dtype=dtype):
+            approx = head.attend(head.query(embedding[1]), head.key(embedding[0]), value)
+    assert approx.dtype == dtype
+    torch.testing.assert_close(approx.float(), exact, atol=0.3, rtol=0.05)
+    with pytest.raises(ValueError, match='unknown precision'):
+        FramePredictor(tiny_model, SPEC, precision='int8')

@@ -103,7 +103,8 @@ PARAMS: List[ParamDef] = [
              'is fused in.', NOW, bounds=(0.0, 1.0)),
     ParamDef('device', 'str', 'auto (CUDA if available), cuda or cpu.',
              choices=('auto', 'cuda', 'cpu')),
-    ParamDef('precision', 'str', 'Inference autocast: fp32, fp16 or bf16.',
+    ParamDef('precision', 'str', 'Inference autocast of the backbone, decoder and add-on: '
+             'fp32, fp16 or bf16 (bf16 pays on GPUs and on CPUs with AMX).',
              choices=('fp32', 'fp16', 'bf16')),
     ParamDef('decoder.save_path', 'str', 'Where ~/save_decoder writes (empty: '
              '~/.ros/ditta_ros/<camera>.pt; with several cameras <camera> is appended).', NOW),
