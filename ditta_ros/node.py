@@ -228,15 +228,28 @@ class DittaNode(Node):
                                  topic.rstrip('/') + '/compressed' if compressed else topic,
                                  worker.offer, qos)
 
-    def _publish_masks(self, name, header, label, color, confidence) -> None:
-        if not self.context.ok():  # shutting down (SIGINT/SIGTERM): nothing can be sent now
+    def _publish(self, publisher, make_message) -> None:
+        """publisher.publish(make_message()) unless ROS is shutting down. SIGINT/SIGTERM
+        invalidate the context from the signal handler, also between a check of the context and
+        the publish that follows on a camera thread or timer: that publish fails (an RCLError
+        on an invalid context, an InvalidHandle on destroyed handles), and must end the node
+        quietly instead of with a traceback and exit code 1."""
+        if not self.context.ok():
             return
+        try:
+            publisher.publish(make_message())
+        except Exception:
+            if self.context.ok():
+                raise
+
+    def _publish_masks(self, name, header, label, color, confidence) -> None:
         pubs = self._image_pubs[name]
-        pubs['mask'].publish(messages.image_msg(header, label, 'mono8'))
+        self._publish(pubs['mask'], lambda: messages.image_msg(header, label, 'mono8'))
         if color is not None:
-            pubs['color'].publish(messages.image_msg(header, color, 'rgb8'))
+            self._publish(pubs['color'], lambda: messages.image_msg(header, color, 'rgb8'))
         if confidence is not None:
-            pubs['confidence'].publish(messages.image_msg(header, confidence, '32FC1'))
+            self._publish(pubs['confidence'],
+                          lambda: messages.image_msg(header, confidence, '32FC1'))
 
     def _on_phase(self, name: str, status: StreamStatus) -> None:
         """Called by a stream on every phase change (any thread)."""
@@ -257,10 +270,8 @@ class DittaNode(Node):
         self._publish_status(name, status)
 
     def _publish_status(self, name: str, status: StreamStatus) -> None:
-        if not self.context.ok():
-            return
         worker = self.cameras[name]
-        self._status_pubs[name].publish(messages.status_msg(
+        self._publish(self._status_pubs[name], lambda: messages.status_msg(
             status, worker.stats, self.get_clock().now().to_msg(), worker.last_frame_id,
             self.teacher_name, time.monotonic()))
 
@@ -273,7 +284,7 @@ class DittaNode(Node):
             self._publish_status(name, status)
             diagnostics.status.append(messages.diagnostic_status(self.get_name(), status,
                                                                  worker.stats, now))
-        self.diagnostics_pub.publish(diagnostics)
+        self._publish(self.diagnostics_pub, lambda: diagnostics)
 
     # ------------------------------------------------------------------ services
 
