@@ -2,6 +2,7 @@
 and an isolated DDS environment (loopback only, a domain id of our own)."""
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,8 +21,23 @@ from ditta_ros.runtime import configure_process  # noqa: E402
 # before anything initialises ROS in this process: loopback only, our own domain
 os.environ.update(dds_environment())
 
-REFERENCE = Path(os.environ.get('DITTA_REFERENCE_FIXTURES',
-                                ROOT.parent / 'shared' / 'fixtures' / 'reference'))
+
+
+def _reference_fixtures() -> Path:
+    """DITTA_REFERENCE_FIXTURES, else shared/fixtures/reference beside this checkout, or beside
+    the repository a local clone was made from (`git clone . /tmp/x` keeps it as its origin)."""
+    if 'DITTA_REFERENCE_FIXTURES' in os.environ:
+        return Path(os.environ['DITTA_REFERENCE_FIXTURES'])
+    bases = [ROOT.parent]
+    origin = subprocess.run(['git', '-C', str(ROOT), 'config', '--get', 'remote.origin.url'],
+                            capture_output=True, text=True).stdout.strip()
+    if origin and Path(origin).is_dir():
+        bases.append(Path(origin).resolve().parent)
+    paths = [base / 'shared' / 'fixtures' / 'reference' for base in bases]
+    return next((path for path in paths if path.is_dir()), paths[0])
+
+
+REFERENCE = _reference_fixtures()
 
 torch.set_num_threads(2)
 configure_process()   # as every entry point does, before the first parallel operation

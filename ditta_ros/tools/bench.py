@@ -34,6 +34,8 @@ import numpy as np
 import torch
 
 from ditta_ros.methods import METHODS
+from ditta_ros.model.build import FAMILIES
+from ditta_ros.predictor import PRECISIONS
 from ditta_ros.runtime import configure_process
 
 REPRODUCE = '''The README's tables, each from one command:
@@ -59,8 +61,7 @@ LIVE_MEMORY_ENV = {'MALLOC_MMAP_THRESHOLD_': '131072'}
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='ditta-bench', description=__doc__, epilog=REPRODUCE,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--family', default='segformer',
-                   help='model family: segformer, deeplabv3, lraspp')
+    p.add_argument('--family', default='segformer', choices=FAMILIES)
     p.add_argument('--variant', default='b0', help='model variant, e.g. b0..b5 for SegFormer')
     p.add_argument('--checkpoint', default='', help='model weights (default: random)')
     p.add_argument('--embed-dim', type=int, default=256, help='decoder width D')
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--window', type=int, default=5, help='add-on window radius r')
     p.add_argument('--size', default='1024x512', help='frame WIDTHxHEIGHT (network input too)')
     p.add_argument('--device', default='auto', help='auto, cpu or cuda')
-    p.add_argument('--precision', choices=['fp32', 'fp16', 'bf16'], default='fp32',
+    p.add_argument('--precision', choices=list(PRECISIONS), default='fp32',
                    help='autocast of none/ditta inference (the peers run in fp32)')
     p.add_argument('--methods', default=','.join(METHODS),
                    help='comma-separated, from: ' + ', '.join(METHODS))
