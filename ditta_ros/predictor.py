@@ -5,7 +5,9 @@ frame's backbone features, embedding and logits depend on that frame alone, so a
 previous frame's backbone features, add-on key and logits instead: each frame runs the backbone
 once, with the same predictions. The kept key/logits belong to the decode head that made them;
 after a head swap they are recomputed from the kept backbone features, so the first frame after
-the swap also sees frame t-1 through the new head, as the reference does.
+the swap also sees frame t-1 through the new head, as the reference does. The add-on runs in
+its folded form (`FoldedAddon`: the kept key is the key MLP's hidden layer), one token product
+fewer per frame for the same add-on logits.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 
 from ditta_ros.inference import class_ids, pixel_outputs
+from ditta_ros.model.addon import FoldedAddon
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor, resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
@@ -88,10 +91,10 @@ class FramePredictor:
             embedding, logits = head(features)
         return embedding.float(), logits.float().contiguous()
 
-    def _key(self, head: DiTTAHead, embedding: torch.Tensor) -> torch.Tensor:
+    def _key(self, addon: FoldedAddon, embedding: torch.Tensor) -> torch.Tensor:
         """The add-on key of a frame's embedding [1, D, h, w], at the inference precision."""
         with self._autocast():
-            return head.key(embedding[0])
+            return addon.key(embedding[0])
 
     @torch.no_grad()
     def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,
@@ -105,15 +108,16 @@ class FramePredictor:
         grid = tuple(logits.shape[-2:])
         prev = self._prev if self._prev is not None and self._prev.grid == grid else None
         out = logits
+        addon_maps = head.folded_addon() if fused else None
         if fused and prev is not None:
             if prev.head is not head or prev.key is None:
                 prev_embedding, prev.logits = self._head_outputs(head, prev.features)
-                prev.key, prev.head = self._key(head, prev_embedding), head
+                prev.key, prev.head = self._key(addon_maps, prev_embedding), head
             with self._autocast():
-                addon = head.attend(head.query(embedding[0]), prev.key, prev.logits[0])
+                addon = head.attend(addon_maps.query(embedding[0]), prev.key, prev.logits[0])
             out = torch.stack([logits[0], addon.float()])
         self._prev = _Previous(features, grid)
         if fused:
             self._prev.head, self._prev.logits = head, logits
-            self._prev.key = self._key(head, embedding)
+            self._prev.key = self._key(addon_maps, embedding)
         return to_prediction(out, x.shape[-2:], frame_hw, self.tau, want_confidence, want_probs)

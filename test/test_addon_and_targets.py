@@ -42,6 +42,30 @@ def test_windowed_attention_runs_on_a_full_resolution_grid():
     assert out.shape == (19, 256, 512) and torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize('attention', ['windowed', 'dense'])
+def test_folded_addon_gives_the_add_on_logits_of_the_two_mlps(attention):
+    """Folding the key MLP's second layer into the query map shifts each query's attention
+    logits by one constant, which the softmax removes: same add-on logits, in fp32 and under
+    bf16 autocast (close to the fp32 ones)."""
+    torch.manual_seed(3)
+    head = build_model(tiny_spec(embed_dim=16, window=2)).decode_head.eval()
+    head.attention = attention
+    with torch.no_grad():
+        for param in head.addon_parameters():      # away from the near-zero initial biases
+            param.normal_(0, 0.5)
+        e_prev, e, logits_prev = torch.randn(16, 9, 13), torch.randn(16, 9, 13), \
+            torch.randn(19, 9, 13) * 3
+        want = head.addon_logits(e_prev, e, logits_prev)
+        folded = head.folded_addon()
+        got = head.attend(folded.query(e), folded.key(e_prev), logits_prev)
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            folded = head.folded_addon()
+            reduced = head.attend(folded.query(e), folded.key(e_prev), logits_prev)
+        assert folded.key(e_prev).dtype == torch.float32     # outside autocast: fp32 again
+        assert (reduced.float() - want).abs().mean() < 0.1 * want.abs().mean()
+
+
 FAMILIES = [tiny_spec(),
             ModelSpec(family='deeplabv3', variant='mobilenet_v3_large', num_classes=4, window=1),
             ModelSpec(family='lraspp', variant='mobilenet_v3_large', num_classes=4, window=1)]

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditta_ros.model.addon import (dense_local_attention, embed_tokens, local_attention, mlp,
-                                   projection_head)
+from ditta_ros.model.addon import (FoldedAddon, dense_local_attention, embed_tokens,
+                                   local_attention, mlp, projection_head)
 
 TARGET_DECODERS = ('decoder', 'cls_head', 'addon')
 
@@ -71,6 +71,11 @@ class DiTTAHead(nn.Module):
     def key(self, embedding: torch.Tensor) -> torch.Tensor:
         """[D, h, w] -> add-on key embedding of one frame."""
         return embed_tokens(self.key_layer, embedding)
+
+    def folded_addon(self) -> FoldedAddon:
+        """The query and key maps of frozen inference: same add-on logits, one token MLP layer
+        fewer per frame (see FoldedAddon). Built from the current weights at each call."""
+        return FoldedAddon(self.query_layer, self.key_layer)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
         """Add-on logits [C, h, w] of frame t from its query, frame t-1's key and logits."""
