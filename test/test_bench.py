@@ -12,7 +12,8 @@ def test_bench_measures_each_method_and_writes_the_table_and_json(tmp_path):
     out = tmp_path / 'bench.json'
     table = tmp_path / 'bench.md'
     assert bench.main(['--size', '64x32', '--methods', 'none,tent', '--frames', '2',
-                       '--warmup', '2', '--json', str(out), '--markdown', str(table)]) == 0
+                       '--warmup', '2', '--addon-cost', '--json', str(out),
+                       '--markdown', str(table)]) == 0
     report = json.loads(out.read_text())
     rows = report['methods']
     assert set(rows) == {'none', 'tent'}
@@ -21,6 +22,12 @@ def test_bench_measures_each_method_and_writes_the_table_and_json(tmp_path):
         assert row['peak_rss_mb'] > 0
     assert rows['tent']['phase'] == 'adapting'
     assert '| none |' in table.read_text() and '| tent |' in table.read_text()
+    # the add-on's cost: fused frames run the add-on on top of the ISS pass
+    cost = report['addon_cost']
+    assert cost['fused']['gmacs'] > cost['ISS']['gmacs'] > 0
+    assert cost['fused']['latency_p50_ms'] > 0 and cost['ISS']['latency_p50_ms'] > 0
+    assert report['ratios']['fused / ISS multiply-adds'] > 1
+    assert '| fused |' in table.read_text()
 
 
 def _killed_for_memory():

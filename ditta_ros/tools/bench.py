@@ -16,6 +16,8 @@ Extra comparisons:
   --quality DIR           ditta-eval --offline of every method (and DiTTA with the ground-truth
                           'oracle' teacher) on generated target-domain sequences written to DIR
   --stage-costs           per-frame cost of each DiTTA stage (A, B, C per step, D) at --size
+  --addon-cost            stage D against the ISS pass in one process, frames alternating
+                          between the two (--frames of each), and the multiply-adds of each
   --node-latency          the node over DDS: per-frame latency, throughput, and the share spent
                           outside the model (decode, encode, publish), at --size
 """
@@ -40,6 +42,9 @@ from ditta_ros.runtime import configure_process
 
 REPRODUCE = '''The README's tables, each from one command:
   CPU, SegFormer-B0:      ditta-bench --size 1024x512 --stage-costs
+  CPU, add-on cost:       ditta-bench --methods none,ditta --size 1024x512 --addon-cost
+                          ditta-bench --methods none,ditta --variant b5 --size 864x480
+                            --addon-cost
   CPU, quality:           ditta-bench --methods none,ditta,tent,cotta,auxadapt --quality DIR
   CPU, SAM2 at its size:  ditta-bench --methods ditta,sam2_refine --frames 4
                             --sam2-config configs/sam2.1/sam2.1_hiera_l.yaml --sam2-image-size 1024
@@ -87,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--stage-b-comparison', action='store_true')
     p.add_argument('--quality', default=None, metavar='DIR')
     p.add_argument('--stage-costs', action='store_true')
+    p.add_argument('--addon-cost', action='store_true')
     p.add_argument('--node-latency', action='store_true')
     p.add_argument('--json', default=None, help='write all figures as JSON')
     p.add_argument('--markdown', default=None, help='write the tables as Markdown')
@@ -342,6 +348,39 @@ def stage_costs(args):
     return costs
 
 
+def addon_cost(args):
+    """Stage D against the ISS pass of the same model on the same frames, in one process: each
+    frame is predicted plain, then fused (the untrained add-on costs what an adapted one does),
+    so a drift of the machine's speed hits both alike; and the multiply-adds of one frame of each
+    (matrix products and convolutions, as PyTorch's flop counter counts them; elementwise work
+    such as the softmax is not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from ditta_ros.predictor import FramePredictor
+    from ditta_ros.preprocess import InputSpec
+    device = _device(args.device)
+    model = _model(args, device)
+    spec = InputSpec(img_scale=_size(args.size))
+    frames = _frames(args, args.frames + 1)
+    predictors = {kind: FramePredictor(model, spec, device, precision=args.precision)
+                  for kind in ('ISS', 'fused')}
+    seconds = {kind: [] for kind in predictors}
+    for i, frame in enumerate(frames):
+        for kind, predictor in predictors.items():
+            _synchronize(device)
+            tic = time.perf_counter()
+            predictor.predict(model.decode_head, frame, fused=kind == 'fused')
+            _synchronize(device)
+            if i:                      # the first frame has no previous one to attend to
+                seconds[kind].append(time.perf_counter() - tic)
+    figures = {}
+    for kind, predictor in predictors.items():
+        with FlopCounterMode(display=False) as counter:
+            predictor.predict(model.decode_head, frames[0], fused=kind == 'fused')
+        figures[kind] = {'latency_p50_ms': 1000 * float(np.median(seconds[kind])),
+                         'gmacs': counter.get_total_flops() / 2e9}
+    return figures
+
+
 def node_latency(args):
     """The installed node over DDS: lockstep replay of generated frames, methods none, ditta."""
     import os
@@ -482,6 +521,11 @@ def markdown(report) -> str:
     if report.get('stage_costs'):
         lines += ['', f'| stage (at {report["size"]}) | seconds |', '|---|---|']
         lines += [f'| {k} | {v:.3f} |' for k, v in report['stage_costs'].items()]
+    if report.get('addon_cost'):
+        lines += ['', f'| frames alternating, one process ({report["size"]}) | latency p50 (ms) '
+                      '| multiply-adds (G) |', '|---|---|---|']
+        lines += [f'| {kind} | {c["latency_p50_ms"]:.1f} | {c["gmacs"]:.2f} |'
+                  for kind, c in report['addon_cost'].items()]
     if report.get('node'):
         lines += ['', f'| node over DDS ({report["size"]}) | round trip (ms) | throughput (FPS) '
                       '| decode / model / encode+publish (ms) | outside the model |',
@@ -554,6 +598,13 @@ def main(argv=None) -> int:
     if args.stage_costs:
         print('[bench] stage costs ...', flush=True)
         report['stage_costs'] = _in_fresh_process(stage_costs, args)
+    if args.addon_cost:
+        print('[bench] add-on cost ...', flush=True)
+        cost = report['addon_cost'] = _in_fresh_process(addon_cost, args)
+        report['ratios']['fused / ISS frame time, alternating'] = \
+            cost['fused']['latency_p50_ms'] / cost['ISS']['latency_p50_ms']
+        report['ratios']['fused / ISS multiply-adds'] = \
+            cost['fused']['gmacs'] / cost['ISS']['gmacs']
     if args.node_latency:
         print('[bench] node over DDS ...', flush=True)
         report['node'] = _in_fresh_process(node_latency, args)
