@@ -32,7 +32,7 @@ from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.predictor import FramePredictor, Prediction
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.runtime import release_freed_memory
+from ditta_ros.runtime import job_memory
 from ditta_ros.teacher.targets import Propagator, TargetConfig, build_targets
 
 LOG = logging.getLogger('ditta_ros.engine')
@@ -121,13 +121,13 @@ class AdaptationWorker:
 
     @staticmethod
     def _run_job(job: Callable[[], None]) -> None:
-        try:
-            job()
-        except Exception:  # a job reports its own failures; never let the thread die
-            LOG.exception('adaptation job raised')
-        # the job's teacher features, targets and training tensors are freed by now: hand the
-        # heap pages they leave back (the process keeps its freed memory otherwise)
-        release_freed_memory()
+        # the job's teacher features, targets and training tensors are freed when it ends: their
+        # heap pages go back then, and the frames' large blocks stay in the heap (job_memory)
+        with job_memory():
+            try:
+                job()
+            except Exception:  # a job reports its own failures; never let the thread die
+                LOG.exception('adaptation job raised')
 
     def stop(self, timeout: float = 5.0) -> bool:
         """Ask the thread to finish after the current job; True if it ended in time."""

@@ -3,6 +3,7 @@ floating-point mode and the C allocator's handling of freed tensor memory."""
 import ctypes
 import ctypes.util
 import os
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -10,9 +11,12 @@ import torch
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
 # glibc's largest mmap threshold (half its 64 MiB heap size on 64-bit)
 _MMAP_THRESHOLD_MAX = 32 * 2 ** 20
+# glibc's default for how many blocks it may map at once
+_MMAP_MAX_DEFAULT = 65536
 
 
 def configure_process() -> None:
@@ -49,6 +53,8 @@ def _glibc():
 
 
 _GLIBC = _glibc()
+# whether reuse_freed_memory set glibc up (then job_memory changes its settings too)
+_MANAGED = False
 
 
 def _allocator_set_by_environment() -> bool:
@@ -70,15 +76,45 @@ def reuse_freed_memory() -> bool:
     326 ms), but freed multi-GB blocks then fragment the heap: the 2048x1024 adaptation peaked
     at 5.5 instead of 3.4 GB RSS and the reference's dense adaptation step outgrew 24 GB. A
     camera thread's own arena had cost it 12 % (fused frames 370 instead of 330 ms).
-    `release_freed_memory` hands freed pages back after adaptation steps and jobs. Settings the
+    `release_freed_memory` hands freed pages back after adaptation steps, `job_memory` after
+    jobs (and keeps the frames' large blocks in the heap from then on). Settings the
     environment makes itself (any MALLOC_* variable or a malloc GLIBC_TUNABLES entry, e.g. the
     benchmark's live-memory runs) are left as they are. Returns whether it applied."""
+    global _MANAGED
     if _GLIBC is None or _allocator_set_by_environment():
         return False
     applied = [_GLIBC.mallopt(parameter, value) == 1 for parameter, value in (
         (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX), (_M_TRIM_THRESHOLD, 2 ** 31 - 1),
         (_M_ARENA_MAX, 1))]
-    return all(applied)
+    _MANAGED = all(applied)
+    return _MANAGED
+
+
+@contextmanager
+def job_memory():
+    """Around a job whose memory is all freed when it ends (an adaptation job: teacher
+    features, targets, training tensors), while frames keep running on other threads.
+
+    During the job, blocks of 32 MiB and more are mapped and unmapped at once, as
+    `reuse_freed_memory` sets up: the job's multi-GB blocks must not fragment the heap. At its
+    end the heap's free pages go back to the OS (`release_freed_memory`). That trim also shrinks
+    the heap's free top, which had served the frames' large blocks; glibc then mapped fresh pages
+    for every large block of every later frame (a fused 1024x512 SegFormer-B0 frame: 20,000 to
+    45,000 page faults and 450-470 instead of 410-420 ms on 2 cores, for as long as the process
+    ran). So after the job every block comes from the heap (M_MMAP_MAX = 0): the frames grow it
+    once to their working set and reuse it. The next job maps its large blocks again. Settings
+    the environment makes itself are left alone (see reuse_freed_memory)."""
+    _map_large_blocks(True)
+    try:
+        yield
+    finally:
+        release_freed_memory()
+        _map_large_blocks(False)
+
+
+def _map_large_blocks(allowed: bool) -> None:
+    if _MANAGED:
+        _GLIBC.mallopt(_M_MMAP_MAX, _MMAP_MAX_DEFAULT if allowed else 0)
 
 
 def release_freed_memory() -> None:

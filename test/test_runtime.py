@@ -103,3 +103,49 @@ def test_reuse_freed_memory_leaves_the_environments_malloc_settings_alone():
     applied, faults = _faults_of_a_reallocation('configure',
                                                 env={'MALLOC_MMAP_THRESHOLD_': '131072'})
     assert not applied and faults > 40_000
+
+
+_FRAMES_AFTER_A_JOB = '''
+    import contextlib, resource, sys, torch
+    from ditta_ros import runtime
+    assert runtime.reuse_freed_memory()
+    faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    def frame():                       # a frame's large blocks: two 40 MB tensors, then freed
+        tensors = [torch.empty(10 << 20).fill_(1.0) for _ in range(2)]
+        del tensors
+
+    start = [torch.empty(1 << 20).fill_(1.0) for _ in range(40)]
+    del start                          # startup work leaves 160 MB of free heap top
+    for _ in range(3):
+        frame()
+    with_job_memory = sys.argv[1:] == ['job_memory']
+    with runtime.job_memory() if with_job_memory else contextlib.nullcontext():
+        held = [torch.empty(1 << 20).fill_(1.0) for _ in range(100)]     # the job: 400 MB
+        del held
+        if not with_job_memory:
+            runtime.release_freed_memory()
+    for _ in range(3):                 # the first frames after the job grow the heap
+        frame()
+    before = faults()
+    for _ in range(4):
+        frame()
+    print(faults() - before)
+'''
+
+
+def _faults_of_frames_after_a_job(*argv):
+    done = subprocess.run([sys.executable, '-c', textwrap.dedent(_FRAMES_AFTER_A_JOB), *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='glibc mallopt')
+def test_frames_after_an_adaptation_job_reuse_the_heap_without_page_faults():
+    """The job's freed memory goes back to the OS at its end, and the frames that follow keep
+    their large blocks in the heap. The control is the trim alone (what jobs ended with
+    before): the trimmed heap top no longer serves the frames' 40 MB blocks, so every frame
+    maps fresh pages (4 frames x 80 MB would be 81,920 pages of 4 KiB)."""
+    assert _faults_of_frames_after_a_job('job_memory') < 2000
+    assert _faults_of_frames_after_a_job('trim_only') > 40_000

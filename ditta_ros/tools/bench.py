@@ -38,7 +38,7 @@ import torch
 from ditta_ros.methods import METHODS
 from ditta_ros.model.build import FAMILIES
 from ditta_ros.predictor import PRECISIONS
-from ditta_ros.runtime import configure_process
+from ditta_ros.runtime import configure_process, job_memory
 
 REPRODUCE = '''The README's tables, each from one command:
   CPU, SegFormer-B0:      ditta-bench --size 1024x512 --stage-costs
@@ -320,24 +320,24 @@ def stage_costs(args):
     teachers = {'flow': TeacherSpec('flow')}
     if args.teacher == 'sam2':
         teachers['sam2'] = sam2_teacher_spec(args)
-    targets = None
-    for name, teacher_spec in teachers.items():
-        factory = make_teacher(teacher_spec, device)
-        tic = time.perf_counter()
-        build = build_targets(factory(None), warm, clip.labels, clip.reliabilities, cfg)
-        costs[f'B ({name} teacher) per warm-up frame'] = (time.perf_counter() - tic) / len(warm)
-        targets = targets or build.targets
-    if targets:
-        steps = []
-        adapter = adapt(model, model.decode_head, clip, targets, spec,
-                        AdaptConfig(passes=1), device,
-                        on_step=lambda *a: steps.append(time.perf_counter()))
-        tic = steps[0] if len(steps) > 1 else None
-        if tic is not None:
-            costs['C (adaptation) per step'] = (steps[-1] - tic) / (len(steps) - 1)
-        head = adapter.head
-    else:
-        head = model.decode_head
+    head = model.decode_head
+    with job_memory():    # as the node's adaptation job, so that stage D runs as in the node
+        targets = None
+        for name, teacher_spec in teachers.items():
+            factory = make_teacher(teacher_spec, device)
+            tic = time.perf_counter()
+            build = build_targets(factory(None), warm, clip.labels, clip.reliabilities, cfg)
+            costs[f'B ({name} teacher) per warm-up frame'] = (time.perf_counter() - tic) / len(warm)
+            targets = targets or build.targets
+        if targets:
+            steps = []
+            adapter = adapt(model, model.decode_head, clip, targets, spec,
+                            AdaptConfig(passes=1), device,
+                            on_step=lambda *a: steps.append(time.perf_counter()))
+            tic = steps[0] if len(steps) > 1 else None
+            if tic is not None:
+                costs['C (adaptation) per step'] = (steps[-1] - tic) / (len(steps) - 1)
+            head = adapter.head
     predictor.reset()
     predictor.predict(head, frames[args.warmup], fused=True)
     tic = time.perf_counter()
