@@ -6,12 +6,14 @@ previous frame's backbone features, add-on key and logits instead: each frame ru
 once, with the same predictions. The kept key/logits belong to the decode head that made them;
 after a head swap they are recomputed from the kept backbone features, so the first frame after
 the swap also sees frame t-1 through the new head, as the reference does. The add-on runs in
-its folded form (`FoldedAddon`: the kept key is the key MLP's hidden layer), one token product
-fewer per frame for the same add-on logits.
+its folded form (`FoldedAddon`, folded once per head: the kept key is the key MLP's hidden
+layer), one token product fewer per frame for the same add-on logits. Like the kept key, the fold
+assumes a head's weights do not change while it serves: adaptation trains a copy, and adapted or
+loaded decoders are handed over as new heads.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -72,6 +74,7 @@ class FramePredictor:
         self.tau = tau
         self.precision = precision
         self._prev: Optional[_Previous] = None
+        self._folded: Optional[Tuple[DiTTAHead, FoldedAddon]] = None
 
     def reset(self) -> None:
         """Forget the previous frame (new stream, size change, stamp jump)."""
@@ -91,6 +94,12 @@ class FramePredictor:
             embedding, logits = head(features)
         return embedding.float(), logits.float().contiguous()
 
+    def _folded_addon(self, head: DiTTAHead) -> FoldedAddon:
+        """`head`'s folded add-on, folded when the head first serves."""
+        if self._folded is None or self._folded[0] is not head:
+            self._folded = (head, head.folded_addon())
+        return self._folded[1]
+
     def _key(self, addon: FoldedAddon, embedding: torch.Tensor) -> torch.Tensor:
         """The add-on key of a frame's embedding [1, D, h, w], at the inference precision."""
         with self._autocast():
@@ -108,7 +117,7 @@ class FramePredictor:
         grid = tuple(logits.shape[-2:])
         prev = self._prev if self._prev is not None and self._prev.grid == grid else None
         out = logits
-        addon_maps = head.folded_addon() if fused else None
+        addon_maps = self._folded_addon(head) if fused else None
         if fused and prev is not None:
             if prev.head is not head or prev.key is None:
                 prev_embedding, prev.logits = self._head_outputs(head, prev.features)

@@ -244,3 +244,27 @@ def test_reduced_precision_inference_covers_the_addon(tiny_model, precision):
     torch.testing.assert_close(approx.float(), exact, atol=0.3, rtol=0.05)
     with pytest.raises(ValueError, match='unknown precision'):
         FramePredictor(tiny_model, SPEC, precision='int8')
+
+
+def test_a_head_swap_gives_the_new_heads_fused_predictions(tiny_model):
+    """The kept key, logits and folded add-on belong to the head that made them: a predictor
+    that served head A and then serves head B predicts what one that served B throughout
+    does (the frame before the swap seen through B, B's own fold)."""
+    import copy
+    from ditta_ros.predictor import FramePredictor
+    head_a = tiny_model.decode_head
+    head_b = copy.deepcopy(head_a)
+    with torch.no_grad():
+        for param in head_b.addon_parameters():
+            param.add_(torch.randn_like(param))
+    frames = synthetic_clip(frames=3, height=64, width=96, seed=6)
+    swapped, with_b, with_a = (FramePredictor(tiny_model, SPEC) for _ in range(3))
+    for frame in frames[:2]:
+        swapped.predict(head_a, frame, fused=True)
+        with_b.predict(head_b, frame, fused=True)
+        with_a.predict(head_a, frame, fused=True)
+    got = swapped.predict(head_b, frames[2], fused=True, want_probs=True)
+    want = with_b.predict(head_b, frames[2], fused=True, want_probs=True)
+    kept_a = with_a.predict(head_a, frames[2], fused=True, want_probs=True)
+    assert got.fused and torch.equal(got.probs, want.probs)
+    assert not torch.equal(got.probs, kept_a.probs)      # B's add-on changes the fused output

@@ -59,8 +59,8 @@ class FoldedAddon:
     logit is q . (W2k c + b2k) = (W2k^T q) . c + q . b2k. The last term is the same for every key
     a query sees, and the softmax over those keys ignores it; and W2k^T q = (W2k^T W2q) a +
     W2k^T b2q, with a the query MLP's hidden layer. So the query map folds the key MLP's second
-    layer into its own (a D x D product of the weights, once per head, instead of one per grid
-    position and frame), and the key map stops at the hidden layer: three token products per
+    layer into its own (a D x D product of the weights when the fold is made, instead of one per
+    grid position and frame), and the key map stops at the hidden layer: three token products per
     frame instead of four (a 128 x 256 grid, 1024x512 frames on 2 cores: 141 instead of 163 ms
     for query, key and attention). Fused predictions equal those of the two MLPs on every
     reference fixture; gradients (stage C) still go through the MLPs as they are."""

@@ -74,7 +74,7 @@ class DiTTAHead(nn.Module):
 
     def folded_addon(self) -> FoldedAddon:
         """The query and key maps of frozen inference: same add-on logits, one token MLP layer
-        fewer per frame (see FoldedAddon). Built from the current weights at each call."""
+        fewer per frame (see FoldedAddon). Folded from the current weights at each call."""
         return FoldedAddon(self.query_layer, self.key_layer)
 
     def attend(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
