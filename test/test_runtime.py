@@ -115,13 +115,16 @@ _FRAMES_AFTER_A_JOB = '''
         tensors = [torch.empty(10 << 20).fill_(1.0) for _ in range(2)]
         del tensors
 
-    start = [torch.empty(1 << 20).fill_(1.0) for _ in range(40)]
-    del start                          # startup work leaves 160 MB of free heap top
-    for _ in range(3):
-        frame()
     with_job_memory = sys.argv[1:] == ['job_memory']
     with runtime.job_memory() if with_job_memory else contextlib.nullcontext():
-        held = [torch.empty(1 << 20).fill_(1.0) for _ in range(100)]     # the job: 400 MB
+        # the job: 400 MB in 4 MB blocks, and 1 MB it keeps after every seventh block, as the
+        # tensors a job hands over do; its freed memory leaves holes of 28 MB, too small for a
+        # frame's blocks, below the heap's top
+        held, kept = [], []
+        for i in range(100):
+            held.append(torch.empty(1 << 20).fill_(1.0))
+            if i % 7 == 6:
+                kept.append(torch.empty(1 << 18).fill_(1.0))
         del held
         if not with_job_memory:
             runtime.release_freed_memory()
@@ -145,7 +148,7 @@ def _faults_of_frames_after_a_job(*argv):
 def test_frames_after_an_adaptation_job_reuse_the_heap_without_page_faults():
     """The job's freed memory goes back to the OS at its end, and the frames that follow keep
     their large blocks in the heap. The control is the trim alone (what jobs ended with
-    before): the trimmed heap top no longer serves the frames' 40 MB blocks, so every frame
-    maps fresh pages (4 frames x 80 MB would be 81,920 pages of 4 KiB)."""
+    before): the trimmed heap has no free block a frame's 40 MB fit in, so every frame maps
+    fresh pages (4 frames x 80 MB are 81,920 pages of 4 KiB)."""
     assert _faults_of_frames_after_a_job('job_memory') < 2000
     assert _faults_of_frames_after_a_job('trim_only') > 40_000
