@@ -73,6 +73,7 @@ class EngineConfig:
     precision: str = 'fp32'
     seed: Optional[int] = None            # seeds stage C's dropout RNG when set
     continuous: bool = True               # peer methods: adapt on every frame, or warm-up only
+    peer_lr: float = 1e-3                 # peer methods' learning rate (their papers')
 
 
 @dataclass
@@ -465,14 +466,14 @@ class CameraStream(StreamBase):
 
             adapter = adapt(self.model, self.model.decode_head, clip, build.targets, self.spec,
                             cfg.adapt, self.device, on_step, cancel.is_set)
-            reason = collapse_reason(self.model, adapter.head, clip.frames, clip.labels,
+            reason = collapse_reason(self.model, adapter.served_head(), clip.frames, clip.labels,
                                      self.spec, self.device, self.class_names)
             if reason:
                 raise AdaptationError(reason)
             with self._lock:
                 if not self._still_current(generation):
                     return
-                self._head = adapter.head
+                self._head = adapter.served_head()
                 self._status.decoder = 'adapted'
                 self._status.adaptations_completed += 1
                 self._status.progress = 1.0

@@ -24,6 +24,6 @@ def make_stream(name: str, model, spec, cfg: EngineConfig, worker=None, teacher=
     seed = cfg.seed if cfg.seed is not None else 0
 
     def fresh():
-        return make_peer(cfg.method, model, model.decode_head, spec, device, cfg.adapt.lr, seed,
+        return make_peer(cfg.method, model, model.decode_head, spec, device, cfg.peer_lr, seed,
                          teacher, cfg.targets)
     return OnlineStream(name, model, spec, cfg, fresh, device, on_phase_change, class_names)

@@ -56,12 +56,25 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
         targets=TargetConfig(num_classes=labels.num_classes, max_track=p['teacher.max_tracks'],
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
-        adapt=AdaptConfig(target_decoder=p['adapt.target_decoder'], lr=p['adapt.lr'],
-                          passes=p['adapt.passes'], momentum=p['adapt.momentum'],
-                          max_memory_mb=p['adapt.max_memory_mb']),
+        adapt=adapt_config(p),
         precision=p['precision'],
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
-        continuous=p['adapt.continuous'])
+        continuous=p['adapt.continuous'],
+        peer_lr=p['adapt.lr'] or EngineConfig.peer_lr)
+
+
+def adapt_config(p: Params) -> AdaptConfig:
+    """The preset's recipe, with every adapt.* parameter that names its own value on top."""
+    own = {'lr': p['adapt.lr'] > 0, 'passes': p['adapt.passes'] > 0,
+           'keep_reliability': p['adapt.keep_reliability'] > 0,
+           'distill_loss': p['adapt.distill_loss'] != 'preset',
+           'label_rule': p['adapt.label_rule'] != 'preset',
+           'norm_stats': p['adapt.norm_stats'] != 'preset',
+           'serve': p['adapt.serve'] != 'preset'}
+    changes = {field: p[f'adapt.{field}'] for field, set_ in own.items() if set_}
+    return AdaptConfig.preset(p['adapt.preset'], target_decoder=p['adapt.target_decoder'],
+                              momentum=p['adapt.momentum'],
+                              max_memory_mb=p['adapt.max_memory_mb'], **changes)
 
 
 def teacher_spec(p: Params) -> TeacherSpec:

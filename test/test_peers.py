@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from conftest import synthetic_clip, tiny_spec
-from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.peers import AuxAdapt, CoTTA, Sam2Refine, Tent
 from ditta_ros.engine import EngineConfig, Phase, WarmupConfig
 from ditta_ros.methods import METHODS, make_stream
@@ -92,7 +91,7 @@ def test_online_streams_adapt_every_frame_or_only_during_the_warmup(tiny_model, 
     phases = []
     stream = make_stream('cam', tiny_model, SPEC, EngineConfig(
         method=method, continuous=False, warmup=WarmupConfig(frames=3),
-        adapt=AdaptConfig(lr=1e-2)), on_phase_change=lambda s: phases.append(s.phase))
+        peer_lr=1e-2), on_phase_change=lambda s: phases.append(s.phase))
     for i, frame in enumerate(frames[:3]):
         assert stream.process(frame, 0.1 * i).label.shape == frame.shape[:2]
     assert phases == [Phase.WARMUP, Phase.ADAPTED]

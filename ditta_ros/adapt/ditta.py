@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ditta_ros.adapt.guard import memory_in_use_mb
+from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.adapt.upsampled_features import UpsampledNormalisedFeatures
 from ditta_ros.model.addon import recomputed
 from ditta_ros.model.heads import DiTTAHead
@@ -51,7 +52,8 @@ class AdaptationCancelled(RuntimeError):
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    """Stage-C hyper-parameters (reference defaults)."""
+    """Stage-C hyper-parameters; the defaults are the reference's (`AdaptConfig.preset` builds
+    the named recipes of presets.py)."""
     target_decoder: str = 'decoder'   # decoder | cls_head | addon
     lr: float = 1e-3
     passes: int = 5
@@ -60,6 +62,20 @@ class AdaptConfig:
     soft_contra: bool = True
     weight_decay: float = 0.01        # torch's AdamW default, as the reference
     max_memory_mb: float = 0.0        # memory budget of the adaptation (0: none), see guard.py
+    distill_loss: str = 'reference'   # reference | balanced (see DISTILL_LOSSES)
+    label_rule: str = 'override'      # override | keep_confident (see LABEL_RULES)
+    keep_reliability: float = 0.9     # keep_confident: source labels this reliable stay
+    norm_stats: str = 'batch'         # batch (reference) | source (see NORM_STATS)
+    serve: str = 'live'               # live | momentum: which adapted head serves
+
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> 'AdaptConfig':
+        """The recipe `name` of presets.PRESETS, with `changes` on top."""
+        if name not in PRESETS:
+            raise ValueError(f'unknown adaptation preset {name!r}; choose one of '
+                             f'{", ".join(PRESETS)}')
+        return cls(**dict(PRESETS[name], **changes))
 
 
 def all_pixel_cross_entropy(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -75,13 +91,48 @@ def distillation_loss(logits: torch.Tensor, input_hw, frame_hw,
     return all_pixel_cross_entropy(probs, label)
 
 
-def distillation_label(iss_label: torch.Tensor, target: Target) -> torch.Tensor:
-    """y_t overwritten by the target label wherever the target has a class (Eq. 5)."""
+def balanced_distillation_loss(logits: torch.Tensor, input_hw, frame_hw, label: torch.Tensor,
+                               class_weight: torch.Tensor) -> torch.Tensor:
+    """L_distill of one branch without the reference's quirks: cross-entropy of the logits
+    resized to the frame, a weighted mean over the labelled pixels only, each class weighted by
+    `class_weight` (see class_balance)."""
+    scores = resize_logits(logits, input_hw, frame_hw)
+    return F.cross_entropy(scores, label, weight=class_weight, ignore_index=IGNORE_INDEX)
+
+
+def class_balance(label: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Per-class loss weights 1/sqrt(share of the frame's labelled pixels): with a plain pixel
+    mean a pole (0.5 % of the pixels) weighs 60x less than the road (30 %) and a few adaptation
+    steps trade it away for the large regions; with these weights 8x less."""
+    counts = torch.bincount(label[label != IGNORE_INDEX].flatten(), minlength=num_classes)
+    counts = counts[:num_classes].to(torch.float32)
+    share = counts / counts.sum().clamp(min=1)
+    return torch.where(counts > 0, share.clamp(min=1e-12).rsqrt(), torch.zeros_like(share))
+
+
+def distillation_label(iss_label: torch.Tensor, target: Target,
+                       reliability: Optional[torch.Tensor] = None,
+                       keep_reliability: float = 1.0) -> torch.Tensor:
+    """y_t overwritten by the target label wherever the target has a class (Eq. 5); with a
+    stage-A `reliability` map, only where the source model is less reliable than
+    `keep_reliability` (its confident pixels keep their label: rule keep_confident)."""
     label = iss_label.clone()
     target_label = target.label().to(label.device)
     keep = target_label != IGNORE_INDEX
+    if reliability is not None:
+        keep &= reliability.to(label.device) < keep_reliability
     label[keep] = target_label[keep]
     return label
+
+
+def freeze_norm_statistics(head: torch.nn.Module) -> None:
+    """Put the head's BatchNorms in eval mode (rule norm_stats = source): they normalise with
+    the source model's running statistics and keep them; their affine weights still adapt.
+    In train mode a 2-frame clip re-estimates them, and the warm-up's few frames moved the
+    results by -5 to +11 mIoU with no weight changed."""
+    for module in head.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 class DiTTAAdapter:
@@ -107,31 +158,50 @@ class DiTTAAdapter:
         for name, ema in self.momentum_head.named_parameters():
             ema.mul_(self.cfg.momentum).add_(live[name], alpha=1 - self.cfg.momentum)
 
-    def step(self, clip: torch.Tensor, frame_hw, iss_label: torch.Tensor,
-             target: Target) -> Dict[str, float]:
+    def served_head(self) -> DiTTAHead:
+        """The head that serves after the adaptation (cfg.serve: the live or the EMA head)."""
+        return self.momentum_head if self.cfg.serve == 'momentum' else self.head
+
+    def _train_mode(self) -> None:
+        for head in (self.head, self.momentum_head):
+            head.train()
+            if self.cfg.norm_stats == 'source':
+                freeze_norm_statistics(head)
+
+    def _distillation(self, logits, input_hw, frame_hw, label) -> torch.Tensor:
+        # the frame-resolution maps are recomputed in the backward from the decoder-grid logits
+        # instead of kept: several times the memory of everything else per branch
+        if self.cfg.distill_loss == 'balanced':
+            weight = class_balance(label, logits.shape[1])
+            return recomputed(balanced_distillation_loss, logits, input_hw, frame_hw, label,
+                              weight)
+        return recomputed(distillation_loss, logits, input_hw, frame_hw, label)
+
+    def step(self, clip: torch.Tensor, frame_hw, iss_label: torch.Tensor, target: Target,
+             reliability: Optional[torch.Tensor] = None) -> Dict[str, float]:
         """One optimisation step on one warm-up frame; returns its losses.
 
         clip: [1 or 2, 3, h, w] normalised input (previous warm-up frame, this frame).
-        iss_label: stage-A label of this frame [H, W]; target: its stage-B target.
+        iss_label, reliability: stage-A label and reliability of this frame [H, W] (the
+        reliability is used by label rule keep_confident); target: its stage-B target.
         """
         device = clip.device
         input_hw = clip.shape[-2:]
-        label = distillation_label(iss_label.to(device), target).unsqueeze(0)
+        keep_confident = self.cfg.label_rule == 'keep_confident' and reliability is not None
+        label = distillation_label(iss_label.to(device), target,
+                                   reliability if keep_confident else None,
+                                   self.cfg.keep_reliability).unsqueeze(0)
         obj_id = target.obj_id.to(device)
 
-        self.head.train()
+        self._train_mode()
         logits, feat = self.model.clip_logits(self.head, clip, stochastic=True, return_feat=True)
         with torch.no_grad():
-            self.momentum_head.train()
             logits_mo, feat_mo = self.model.clip_logits(
                 self.momentum_head, clip, stochastic=True, return_feat=True, with_addon=False)
 
-        # the frame-resolution probabilities are recomputed in the backward from the decoder-
-        # grid logits instead of kept: several times the memory of everything else per branch
-        losses = {'distill': recomputed(distillation_loss, logits[:1], input_hw, frame_hw, label)}
+        losses = {'distill': self._distillation(logits[:1], input_hw, frame_hw, label)}
         if logits.shape[0] == 2:
-            losses['distill_addon'] = recomputed(distillation_loss, logits[1:], input_hw, frame_hw,
-                                                 label)
+            losses['distill_addon'] = self._distillation(logits[1:], input_hw, frame_hw, label)
         contra = self._contrastive(obj_id, feat, feat_mo, logits_mo, input_hw)
         del feat_mo, logits_mo        # not needed by the backward: free them before it runs
         if contra is not None:
@@ -212,7 +282,7 @@ def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
           on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
           should_stop: Optional[Callable[[], bool]] = None) -> DiTTAAdapter:
     """Stage C: `cfg.passes` passes over the warm-up frames in order, one step per frame with a
-    target. Returns the adapter (its `head` is the adapted decode head)."""
+    target. Returns the adapter (its `served_head()` is the adapted decode head)."""
     adapter = DiTTAAdapter(model, source_head, cfg)
     order = [i for i in range(len(clip.frames)) if i in targets]
     total = cfg.passes * len(order)
@@ -223,7 +293,7 @@ def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
                 raise AdaptationCancelled('adaptation cancelled')
             frame_hw = tuple(clip.frames[index].shape[:2])
             losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
-                                  clip.labels[index], targets[index])
+                                  clip.labels[index], targets[index], clip.reliabilities[index])
             release_freed_memory()
             if cfg.max_memory_mb > 0 and memory_in_use_mb(device) > cfg.max_memory_mb:
                 raise AdaptationError(
@@ -233,4 +303,5 @@ def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
             if on_step is not None:
                 on_step(step, total, losses)
     adapter.head.eval()
+    adapter.momentum_head.eval()
     return adapter

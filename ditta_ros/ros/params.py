@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from ditta_ros.adapt.presets import DISTILL_LOSSES, LABEL_RULES, NORM_STATS, PRESET_NAMES, \
+    SERVED_HEADS
 from ditta_ros.labels import config_dir
 from ditta_ros.methods import METHODS
 
@@ -88,8 +90,29 @@ PARAMS: List[ParamDef] = [
     ParamDef('adapt.target_decoder', 'str', 'Parameters that adapt: decoder (whole head with '
              'add-on), cls_head (final classifier), addon (add-on only).', NEXT,
              choices=('decoder', 'cls_head', 'addon')),
-    ParamDef('adapt.lr', 'float', 'AdamW learning rate.', NEXT, bounds=(1e-8, 1.0)),
-    ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames.', NEXT, bounds=(1, 100)),
+    ParamDef('adapt.preset', 'str', 'Stage-C recipe: robust (the default: class-balanced '
+             'distillation, confident source labels kept, source BatchNorm statistics, lower '
+             'learning rate) or reference (the authors\' implementation as published). The adapt.* '
+             'parameters below that say "preset" take the preset\'s value.', NEXT,
+             choices=PRESET_NAMES),
+    ParamDef('adapt.lr', 'float', 'AdamW learning rate (0: the preset\'s).', NEXT,
+             bounds=(0.0, 1.0)),
+    ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames (0: the preset\'s).', NEXT,
+             bounds=(0, 100)),
+    ParamDef('adapt.distill_loss', 'str', 'Distillation loss: reference (softmax applied twice, '
+             'mean over all pixels), balanced (cross-entropy, class-balanced mean over labelled '
+             'pixels) or preset.', NEXT, choices=('preset',) + DISTILL_LOSSES),
+    ParamDef('adapt.label_rule', 'str', 'Where the teacher overrides the source label: override '
+             '(everywhere it has a class), keep_confident (not where the source model is more '
+             'reliable than adapt.keep_reliability) or preset.', NEXT,
+             choices=('preset',) + LABEL_RULES),
+    ParamDef('adapt.keep_reliability', 'float', 'keep_confident: source labels at least this '
+             'reliable are kept (0: the preset\'s).', NEXT, bounds=(0.0, 1.0)),
+    ParamDef('adapt.norm_stats', 'str', 'Decoder BatchNorm statistics while adapting: batch '
+             '(re-estimated from the warm-up clip), source (kept) or preset.', NEXT,
+             choices=('preset',) + NORM_STATS),
+    ParamDef('adapt.serve', 'str', 'Adapted head that serves: live, momentum (EMA) or preset.',
+             NEXT, choices=('preset',) + SERVED_HEADS),
     ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,
              bounds=(0.0, 1.0)),
     ParamDef('adapt.continuous', 'bool', 'tent, cotta, auxadapt: adapt on every frame (true) '

@@ -1,0 +1,21 @@
+"""Named stage-C recipes, and the choice lists of the knobs they set (one place for each).
+
+* `reference`: the authors' implementation as published (the fixture tests hold it to the
+  reference's outputs): softmax applied twice and an all-pixel mean in the distillation loss,
+  the teacher's label everywhere it has one, BatchNorm statistics re-estimated from the warm-up
+  clip, AdamW at 1e-3 for 5 passes, the live head serves.
+* `robust` (the default): what measured best on the quality benchmark (docs/quality.md), each
+  change with its own ablation row there.
+"""
+DISTILL_LOSSES = ('reference', 'balanced')
+LABEL_RULES = ('override', 'keep_confident')
+NORM_STATS = ('batch', 'source')
+SERVED_HEADS = ('live', 'momentum')
+
+PRESETS = {
+    'reference': dict(lr=1e-3, passes=5, distill_loss='reference', label_rule='override',
+                      keep_reliability=0.9, norm_stats='batch', serve='live'),
+    'robust': dict(lr=1e-4, passes=5, distill_loss='balanced', label_rule='keep_confident',
+                   keep_reliability=0.9, norm_stats='source', serve='live'),
+}
+PRESET_NAMES = tuple(PRESETS)
