@@ -26,7 +26,7 @@ import torch
 
 from ditta_ros.adapt.ditta import (AdaptConfig, AdaptationCancelled, AdaptationError, WarmupClip,
                                    adapt)
-from ditta_ros.adapt.guard import collapse_reason
+from ditta_ros.adapt.guard import HarmCheck, collapse_reason, harmless_head
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
@@ -70,6 +70,7 @@ class EngineConfig:
     tau: float = 0.8
     targets: TargetConfig = TargetConfig(num_classes=19)
     adapt: AdaptConfig = AdaptConfig()
+    harm_check: HarmCheck = HarmCheck()   # do-no-harm check before an adapted head serves
     precision: str = 'fp32'
     seed: Optional[int] = None            # seeds stage C's dropout RNG when set
     continuous: bool = True               # peer methods: adapt on every frame, or warm-up only
@@ -470,16 +471,23 @@ class CameraStream(StreamBase):
                                      self.spec, self.device, self.class_names)
             if reason:
                 raise AdaptationError(reason)
+            head, verdict = harmless_head(self.model, self.model.decode_head,
+                                          adapter.served_head(), clip.frames, clip.labels,
+                                          clip.reliabilities, self.spec, self.device, cfg.tau,
+                                          cfg.harm_check, self.class_names)
+            if head is None:
+                raise AdaptationError(verdict)
             with self._lock:
                 if not self._still_current(generation):
                     return
-                self._head = adapter.served_head()
-                self._status.decoder = 'adapted'
+                self._head = head
+                self._status.decoder = 'repaired' if verdict else 'adapted'
                 self._status.adaptations_completed += 1
                 self._status.progress = 1.0
-                self._set_phase_locked(Phase.ADAPTED)
-            LOG.info('%s: adapted in %.1f s (%d targets, %d steps)', self.name,
-                     time.monotonic() - started, len(build.targets), steps_total)
+                self._set_phase_locked(Phase.ADAPTED, verdict)
+            LOG.info('%s: adapted in %.1f s (%d targets, %d steps)%s', self.name,
+                     time.monotonic() - started, len(build.targets), steps_total,
+                     f'; {verdict}' if verdict else '')
         except AdaptationCancelled:
             LOG.info('%s: adaptation cancelled', self.name)
         except Exception as exc:  # teacher/adaptation faults must not take the stream down

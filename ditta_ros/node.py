@@ -9,9 +9,10 @@ under ~/<camera>/). All cameras share one frozen backbone; each adapts its own d
 """
 import logging
 import os
+import signal
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -342,26 +343,47 @@ class DittaNode(Node):
         logging.getLogger('ditta_ros').removeHandler(self._log_handler)
 
 
+def ignore_further_signals() -> None:
+    """From here on SIGINT and SIGTERM are ignored, so that shutting down runs to its end. A
+    Ctrl-C in the terminal of `ros2 launch` reaches the node twice (the terminal signals the
+    process group, and launch forwards one more); the second one had raised KeyboardInterrupt
+    inside the thread joins of the shutdown and aborted the process (exit -6)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _shut_down(node: Optional['DittaNode']) -> None:
+    """Stop the node's threads and rclpy, whatever signals still arrive."""
+    while True:
+        try:
+            ignore_further_signals()
+            if node is not None:
+                node.shutdown()
+                node.destroy_node()
+            rclpy.try_shutdown()
+            return
+        except KeyboardInterrupt:  # raised before the signals were ignored: finish the job
+            continue
+
+
 def main(args=None) -> int:
     configure_process()
     rclpy.init(args=args)
     try:
         node = DittaNode()
     except (KeyboardInterrupt, ExternalShutdownException):
-        rclpy.try_shutdown()
+        _shut_down(None)
         return 0
     except Exception as exc:  # startup errors: one clear line that says what to fix
         rclpy.logging.get_logger('ditta').fatal(f'startup failed: {exc}')
-        rclpy.try_shutdown()
+        _shut_down(None)
         return 1
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+        _shut_down(node)
     return 0
 
 

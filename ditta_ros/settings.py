@@ -8,6 +8,7 @@ from typing import Any, Dict
 import torch
 
 from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.adapt.guard import HarmCheck
 from ditta_ros.engine import EngineConfig, WarmupConfig
 from ditta_ros.labels import LabelSet
 from ditta_ros.model.build import ModelSpec
@@ -57,6 +58,7 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
         adapt=adapt_config(p),
+        harm_check=HarmCheck(enabled=p['adapt.harm_check'], min_kept=p['adapt.harm_min_kept']),
         precision=p['precision'],
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
         continuous=p['adapt.continuous'],

@@ -58,6 +58,28 @@ def test_sigterm_in_every_phase_exits_cleanly_within_seconds(tmp_path, b0_checkp
     assert code == 0 and time.monotonic() - started < 10, node.log()
 
 
+def test_two_sigints_during_adaptation_exit_cleanly(tmp_path, b0_checkpoint, client):
+    """A terminal Ctrl-C under ros2 launch: the process group gets SIGINT and launch forwards
+    another, so the node sees two, the second one while it shuts down."""
+    import os
+    overrides, count = PHASES['adapting']
+    node = NodeProcess(tmp_path, node_params(b0_checkpoint, **overrides))
+    try:
+        node.wait_for_log('ready:')
+        statuses = _statuses(client)
+        send_frames(_publisher(client), synthetic_clip(frames=count), gap=0.25)
+        wait_until(lambda: any(s.phase_name == 'adapting' for s in statuses), 120, 'adapting')
+    finally:
+        started = time.monotonic()
+        for delay in (0.0, 0.05, 0.3):  # the second inside the shutdown, a third after it
+            time.sleep(delay)
+            if node.proc.poll() is None:
+                os.killpg(node.proc.pid, signal.SIGINT)
+        code = node.stop(signal.SIGINT, timeout=15)
+    assert code == 0 and time.monotonic() - started < 10, node.log()
+    assert 'Traceback' not in node.log(), node.log()
+
+
 def test_services_during_adaptation_answer_promptly(tmp_path, b0_checkpoint, client):
     from std_srvs.srv import Trigger
     node = NodeProcess(tmp_path, node_params(b0_checkpoint, **{

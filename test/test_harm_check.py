@@ -1,0 +1,120 @@
+"""The do-no-harm check: an adaptation that erases a class the source model is sure of is
+refused (or repaired by a blend towards the source); a good one passes untouched."""
+import time
+from collections import Counter
+
+import numpy as np
+import torch
+
+from conftest import synthetic_clip
+from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.adapt.guard import (HarmCheck, blend_heads, erased_classes, harmless_head,
+                                  warmup_predictions)
+from ditta_ros import engine
+from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
+from ditta_ros.predictor import FramePredictor
+from ditta_ros.preprocess import InputSpec
+from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+from ditta_ros.teacher.targets import TargetConfig
+
+SPEC = InputSpec(img_scale=(96, 64))
+CHECK = HarmCheck(confident=0.5)
+
+
+def source_outputs(model, frames):
+    predictor = FramePredictor(model, SPEC, 'cpu')
+    out = [predictor.predict(model.decode_head, f, fused=False, want_confidence=True)
+           for f in frames]
+    return [p.label for p in out], [p.confidence for p in out]
+
+
+def victim_class(model, frames) -> int:
+    """The second most frequent class among the source model's confident pixels."""
+    labels, rels = source_outputs(model, frames)
+    counts = Counter()
+    for label, rel in zip(labels, rels):
+        counts.update(label[rel >= CHECK.confident].tolist())
+    return counts.most_common(2)[1][0]
+
+
+def relabelling(build_targets, victim: int, into: int):
+    """A harmful teacher: stage B as usual, then every vote for the victim class goes to class
+    `into`, so the targets label the victim's tracks as `into`."""
+    def build(*args, **kwargs):
+        built = build_targets(*args, **kwargs)
+        for target in built.targets.values():
+            target.score[:, into] += 2 * target.score[:, victim]
+            target.score[:, victim] = 0
+        return built
+    return build
+
+
+def adapt_stream(model, worker, teacher, adapt, check):
+    stream = CameraStream('cam', model, SPEC, EngineConfig(
+        warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0,
+        targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
+        worker, teacher)
+    for i, frame in enumerate(synthetic_clip(frames=6)):
+        stream.process(frame, 0.1 * i)
+    deadline = time.monotonic() + 120
+    while stream.status().phase not in (Phase.ADAPTED, Phase.FAILED):
+        assert time.monotonic() < deadline, stream.status()
+        time.sleep(0.02)
+    return stream
+
+
+def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_serving(
+        tiny_model, worker, monkeypatch):
+    frames = synthetic_clip(frames=6)
+    victim = victim_class(tiny_model, frames)
+    monkeypatch.setattr(engine, 'build_targets', relabelling(engine.build_targets, victim, 0))
+    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2)
+    flow = make_teacher(TeacherSpec(name='flow'), 'cpu')
+
+    unchecked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(enabled=False))
+    assert unchecked.status().phase == Phase.ADAPTED
+    labels, rels = source_outputs(tiny_model, frames)
+    served = warmup_predictions(tiny_model, unchecked._head, frames, SPEC, 'cpu', 0.8)
+    assert victim in [c for c, _ in erased_classes(served, labels, rels, CHECK)], \
+        'the harmful teacher did not erase its victim class: the test proves nothing'
+
+    checked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(confident=0.5, blends=()))
+    status = checked.status()
+    assert status.phase == Phase.FAILED and status.reason.startswith('AdaptationError: refused')
+    assert checked._head is tiny_model.decode_head
+
+
+def test_a_good_adaptation_passes_the_check_untouched(tiny_model, worker):
+    stream = adapt_stream(tiny_model, worker, make_teacher(TeacherSpec(name='flow'), 'cpu'),
+                          AdaptConfig.preset('robust'), CHECK)
+    status = stream.status()
+    assert status.phase == Phase.ADAPTED and status.decoder == 'adapted' and not status.reason
+
+
+def test_a_harmful_head_is_repaired_by_the_first_blend_that_keeps_every_class(tiny_model):
+    frames = synthetic_clip(frames=4)
+    labels, rels = source_outputs(tiny_model, frames)
+    victim = victim_class(tiny_model, frames)
+    source = tiny_model.decode_head
+    # a class that only a blend of half or less of this change keeps
+    found = None
+    for drop in (2.0, 4.0, 8.0, 16.0, 32.0, 64.0):
+        harmed = blend_heads(source, source, 1.0)
+        with torch.no_grad():
+            harmed.linear_pred.bias[victim] -= drop
+        erased_full = erased_classes(warmup_predictions(tiny_model, harmed, frames, SPEC, 'cpu',
+                                                        0.8), labels, rels, CHECK)
+        half = blend_heads(source, harmed, 0.5)
+        erased_half = erased_classes(warmup_predictions(tiny_model, half, frames, SPEC, 'cpu',
+                                                        0.8), labels, rels, CHECK)
+        if erased_full and not erased_half:
+            found = harmed
+            break
+    assert found is not None
+    head, verdict = harmless_head(tiny_model, source, found, frames, labels, rels, SPEC, 'cpu',
+                                  0.8, CHECK, [f'c{i}' for i in range(19)])
+    assert head is not None and head is not found
+    assert verdict.startswith('repaired: weights blended 0.5') and f'c{victim}' in verdict
+    assert torch.allclose(head.linear_pred.bias[victim],
+                          source.linear_pred.bias[victim] - drop / 2)
+    assert np.isclose(float(head.linear_pred.weight[0, 0]), float(source.linear_pred.weight[0, 0]))
