@@ -14,6 +14,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
@@ -106,6 +107,7 @@ class DittaNode(Node):
         teacher = make_teacher(settings.teacher_spec(self.p), self.device) \
             if needs_teacher else None
         self.settings = OutputSettings(self.p['output.color_mask'], self.p['output.confidence'],
+                                       self.p['output.confidence_encoding'],
                                        self.p['input.max_image_pixels'])
         self.cameras: Dict[str, CameraWorker] = {}
         self._status_pubs = {}
@@ -122,6 +124,7 @@ class DittaNode(Node):
         for name in self.cameras:
             self._add_services(f'~/{name}/', [name])
         self.labels_pub.publish(messages.labels_msg(self.labels, self.get_clock().now().to_msg()))
+        self.label_info_pub = self._publish_label_info(latched)
         self.status_timer = self.create_timer(1.0 / self.p['output.status_rate_hz'],
                                               self._publish_all_status)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -131,6 +134,20 @@ class DittaNode(Node):
             f'{self.p["model.family"]}/{self.model.identity.variant} ({self.labels.name}, '
             f'{self.labels.num_classes} classes) on {self.device}, method {self.p["method"]}'
             + (f', teacher {self.teacher_name}, warm-up {self._warmup_text()}' if ditta else ''))
+
+    def _publish_label_info(self, qos):
+        """~/label_info (vision_msgs/LabelInfo, latched) where vision_msgs is installed: the
+        class map Nav2's semantic_segmentation_layer needs beside the mask and confidence."""
+        try:
+            from vision_msgs.msg import LabelInfo, VisionClass
+        except ImportError:
+            self.get_logger().info('vision_msgs is not installed: ~/label_info (for Nav2) is '
+                                   'not published; ~/labels carries the class names')
+            return None
+        publisher = self.create_publisher(LabelInfo, '~/label_info', qos)
+        publisher.publish(messages.label_info_msg(LabelInfo, VisionClass, self.labels,
+                                                  self.get_clock().now().to_msg()))
+        return publisher
 
     # ------------------------------------------------------------------ parameters
 
@@ -182,6 +199,7 @@ class DittaNode(Node):
                 notes.append(f'{param.name} takes effect at the next warm-up (~/start_adaptation)')
         self.settings.color_mask = self.p['output.color_mask']
         self.settings.confidence = self.p['output.confidence']
+        self.settings.confidence_encoding = self.p['output.confidence_encoding']
         self.settings.max_image_pixels = self.p['input.max_image_pixels']
         cfg = self._engine_config()
         for worker in self.cameras.values():
@@ -249,8 +267,9 @@ class DittaNode(Node):
         if color is not None:
             self._publish(pubs['color'], lambda: messages.image_msg(header, color, 'rgb8'))
         if confidence is not None:
+            encoding = 'mono8' if confidence.dtype == np.uint8 else '32FC1'
             self._publish(pubs['confidence'],
-                          lambda: messages.image_msg(header, confidence, '32FC1'))
+                          lambda: messages.image_msg(header, confidence, encoding))
 
     def _on_phase(self, name: str, status: StreamStatus) -> None:
         """Called by a stream on every phase change (any thread)."""

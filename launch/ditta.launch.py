@@ -33,11 +33,14 @@ def _node(context):
         {a: LaunchConfiguration(a).perform(context) for a in ARGUMENTS},
         LaunchConfiguration('parameters').perform(context))
     overrides['use_sim_time'] = LaunchConfiguration('use_sim_time').perform(context) == 'true'
+    # launch_ros opens a --ros-args block of its own for the name, remaps and parameters: the
+    # log level adds a second one (rcl reads both), so only when it is not the default
+    level = LaunchConfiguration('log_level').perform(context)
     node = Node(
         package='ditta_ros', executable='ditta_node', name='ditta',
         namespace=LaunchConfiguration('namespace'), output='screen', emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'), overrides],
-        ros_arguments=['--log-level', LaunchConfiguration('log_level')])
+        ros_arguments=['--log-level', level] if level != 'info' else [])
     return [node, RegisterEventHandler(OnProcessExit(target_action=node,
                                                      on_exit=_end_with_the_node))]
 

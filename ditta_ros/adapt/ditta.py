@@ -67,6 +67,7 @@ class AdaptConfig:
     keep_reliability: float = 0.9     # keep_confident: source labels this reliable stay
     norm_stats: str = 'batch'         # batch (reference) | source (see NORM_STATS)
     serve: str = 'live'               # live | momentum: which adapted head serves
+    addon_lr: float = 0.0             # add-on MLPs' learning rate (0: lr, as the reference)
 
 
     @classmethod
@@ -135,6 +136,20 @@ def freeze_norm_statistics(head: torch.nn.Module) -> None:
             module.eval()
 
 
+def parameter_groups(head: DiTTAHead, cfg: AdaptConfig) -> List[dict]:
+    """The optimiser's parameter groups: the target decoder's parameters at `cfg.lr`, and the
+    add-on's query/key MLPs at `cfg.addon_lr` when that is set (> 0). The source model has no
+    add-on: its MLPs start from their random initialisation, and at a learning rate low enough
+    to leave the trained decoder close to the source they stay near random, an attention that
+    blurs the previous frame's logits over the window (thin classes first)."""
+    params = head.target_parameters(cfg.target_decoder)
+    addon = {id(p) for p in head.addon_parameters()}
+    if cfg.addon_lr <= 0 or not any(id(p) in addon for p in params):
+        return [{'params': params}]
+    return [{'params': [p for p in params if id(p) not in addon]},
+            {'params': [p for p in params if id(p) in addon], 'lr': cfg.addon_lr}]
+
+
 class DiTTAAdapter:
     """Live head, momentum head, AdamW and the prototype store of one adaptation."""
 
@@ -147,9 +162,8 @@ class DiTTAAdapter:
             for param in head.parameters():
                 param.requires_grad_(True)
         self.momentum_head.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW(self.head.target_parameters(cfg.target_decoder),
-                                           lr=cfg.lr, betas=(0.9, 0.999),
-                                           weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.head, cfg), lr=cfg.lr,
+                                           betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
         self.prototypes: Dict[int, torch.Tensor] = {}
 
     @torch.no_grad()

@@ -13,9 +13,11 @@ NORM_STATS = ('batch', 'source')
 SERVED_HEADS = ('live', 'momentum')
 
 PRESETS = {
-    'reference': dict(lr=1e-3, passes=5, distill_loss='reference', label_rule='override',
-                      keep_reliability=0.9, norm_stats='batch', serve='live'),
-    'robust': dict(lr=1e-4, passes=5, distill_loss='balanced', label_rule='keep_confident',
-                   keep_reliability=0.9, norm_stats='source', serve='live'),
+    'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, distill_loss='reference',
+                      label_rule='override', keep_reliability=0.9, norm_stats='batch',
+                      serve='live'),
+    'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, distill_loss='balanced',
+                   label_rule='keep_confident', keep_reliability=0.9, norm_stats='source',
+                   serve='live'),
 }
 PRESET_NAMES = tuple(PRESETS)

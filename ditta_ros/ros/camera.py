@@ -24,7 +24,20 @@ class OutputSettings:
     """What a camera worker publishes; the node updates it when parameters change."""
     color_mask: bool = True
     confidence: bool = False
+    confidence_encoding: str = '32FC1'   # 32FC1 (0..1) | mono8 (0..255, as Nav2's layers read)
     max_image_pixels: int = 4096 * 4096
+
+
+CONFIDENCE_ENCODINGS = ('32FC1', 'mono8')
+
+
+def confidence_image(confidence, encoding: str) -> np.ndarray:
+    """The reliability map [H, W] (0..1) as the confidence image's array: float32 for 32FC1,
+    round(255 x) as uint8 for mono8."""
+    values = confidence.to('cpu').numpy()
+    if encoding == 'mono8':
+        return np.rint(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return values.astype(np.float32)
 
 
 @dataclass
@@ -126,8 +139,10 @@ class CameraWorker:
         t2 = time.monotonic()
         if prediction is not None:
             color = self.labels.colorize(label) if self.settings.color_mask else None
-            confidence = prediction.confidence.to('cpu').numpy().astype(np.float32) \
-                if self.settings.confidence and prediction.confidence is not None else None
+            confidence = None
+            if self.settings.confidence and prediction.confidence is not None:
+                confidence = confidence_image(prediction.confidence,
+                                              self.settings.confidence_encoding)
             self.publish(msg.header, label, color, confidence)
         t3 = time.monotonic()
         self.stats.processed += 1

@@ -68,6 +68,18 @@ def labels_msg(labels, stamp) -> SegmentationLabels:
     return msg
 
 
+def label_info_msg(label_info_type, vision_class_type, labels, stamp):
+    """vision_msgs/LabelInfo of the label set (class id -> name), as Nav2's
+    semantic_segmentation_layer reads it; the types are passed in because vision_msgs is
+    optional (it comes with every ROS 2 distribution, not with the PyPI wheels)."""
+    msg = label_info_type()
+    msg.header.stamp = stamp
+    msg.class_map = [vision_class_type(class_id=i, class_name=name)
+                     for i, name in enumerate(labels.class_names)]
+    msg.threshold = 0.0
+    return msg
+
+
 def diagnostic_status(node_name: str, status: StreamStatus, stats: StreamStats,
                       now_monotonic: float) -> DiagnosticStatus:
     """OK when serving, WARN while the rate is zero or frames are rejected, ERROR if failed."""

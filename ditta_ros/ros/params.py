@@ -13,6 +13,7 @@ import yaml
 from ditta_ros.adapt.presets import DISTILL_LOSSES, LABEL_RULES, NORM_STATS, PRESET_NAMES, \
     SERVED_HEADS
 from ditta_ros.labels import config_dir
+from ditta_ros.ros.camera import CONFIDENCE_ENCODINGS
 from ditta_ros.methods import METHODS
 
 NOW, NEXT, RESTART = 'now', 'next adaptation', 'restart'
@@ -43,6 +44,9 @@ PARAMS: List[ParamDef] = [
     ParamDef('output.color_mask', 'bool', 'Publish ~/<camera>/color_mask (rgb8).', NOW),
     ParamDef('output.confidence', 'bool', 'Publish ~/<camera>/confidence (32FC1 reliability '
              'map, 0..1).', NOW),
+    ParamDef('output.confidence_encoding', 'str', 'Encoding of ~/<camera>/confidence: 32FC1 '
+             '(0..1) or mono8 (0..255, what Nav2\'s semantic_segmentation_layer reads).', NOW,
+             choices=CONFIDENCE_ENCODINGS),
     ParamDef('output.status_rate_hz', 'float', 'Rate of ~/<camera>/status and /diagnostics.',
              bounds=(0.1, 100.0)),
     ParamDef('method', 'str', 'ditta: adapt on a warm-up, then fused inference; none: the '
@@ -97,6 +101,9 @@ PARAMS: List[ParamDef] = [
              choices=PRESET_NAMES),
     ParamDef('adapt.lr', 'float', 'AdamW learning rate (0: the preset\'s).', NEXT,
              bounds=(0.0, 1.0)),
+    ParamDef('adapt.addon_lr', 'float', 'Learning rate of the add-on\'s query/key MLPs, which '
+             'the source model does not have and which start untrained (0: the preset\'s; '
+             'the reference preset trains them at adapt.lr).', NEXT, bounds=(0.0, 1.0)),
     ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames (0: the preset\'s).', NEXT,
              bounds=(0, 100)),
     ParamDef('adapt.distill_loss', 'str', 'Distillation loss: reference (softmax applied twice, '

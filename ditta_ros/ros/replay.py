@@ -55,7 +55,8 @@ def nest(flat: Dict[str, object]) -> Dict[str, object]:
 class NodeProcess:
     """The ditta node in its own process; output captured to a log file."""
 
-    def __init__(self, tmp_path: Path, params: Dict[str, object], name: str = 'ditta'):
+    def __init__(self, tmp_path: Path, params: Dict[str, object], name: str = 'ditta',
+                 env: Optional[Dict[str, str]] = None):
         exe = node_executable()
         if exe is None:
             raise RuntimeError('ditta_node is not installed; run scripts/setup.sh first')
@@ -64,7 +65,7 @@ class NodeProcess:
         kept = {k: v for k, v in params.items() if not (isinstance(v, list) and not v)}
         self.params_file.write_text(yaml.safe_dump({'/**': {'ros__parameters': nest(kept)}}))
         self.log_file = tmp_path / f'{name}.log'
-        env = dict(os.environ)
+        env = dict(os.environ, **(env or {}))
         env.update(dds_environment())
         env['PYTHONUNBUFFERED'] = '1'
         env['RCUTILS_LOGGING_BUFFERED_STREAM'] = '0'

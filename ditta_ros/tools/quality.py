@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
     p.add_argument('--jobs', type=int, default=2, help='worker processes (one thread each)')
     p.add_argument('--no-tc', action='store_true', help='skip the optical-flow TC metric')
+    p.add_argument('--trace', action='store_true',
+                   help='also trace, stage by stage, what happens to the pixels of the thin '
+                        'classes (first sequence of each domain, first warm-up share, robust '
+                        'and reference presets): trace.md')
     return p
 
 
@@ -97,19 +101,29 @@ def parse_overrides(text: str) -> Dict[str, object]:
     return overrides
 
 
+def _effective(preset: dict, knob: str):
+    """A knob's value as it acts (an add-on learning rate of 0 means the add-on trains at lr)."""
+    if knob == 'addon_lr' and not preset[knob]:
+        return preset['lr']
+    return preset[knob]
+
+
 def ablation_rows(warmup: float) -> List[Row]:
-    """One row per knob in which the robust preset differs from the reference, that knob set
-    back to the reference's value; and the reference with each knob of the robust preset."""
+    """For each knob in which the robust preset acts differently from the reference: the robust
+    preset with that knob as the reference has it, and the reference with the robust value."""
     robust, reference = PRESETS['robust'], PRESETS['reference']
     rows = []
     for knob in robust:
-        if robust[knob] == reference[knob]:
-            continue
-        rows.append(Row(f'robust, {knob} {reference[knob]} (reference)',
-                        ((f'adapt.{knob}', reference[knob]),), (warmup,)))
-        rows.append(Row(f'reference, {knob} {robust[knob]} (robust)',
-                        (('adapt.preset', 'reference'), (f'adapt.{knob}', robust[knob])),
-                        (warmup,)))
+        mine, theirs = _effective(robust, knob), _effective(reference, knob)
+        if knob == 'addon_lr':   # the reference trains the add-on with the rest of the head
+            theirs = robust['lr']
+        if mine != theirs:
+            rows.append(Row(f'robust, {knob} {theirs} (as reference)',
+                            ((f'adapt.{knob}', theirs),), (warmup,)))
+        if mine != _effective(reference, knob):
+            rows.append(Row(f'reference, {knob} {mine} (as robust)',
+                            (('adapt.preset', 'reference'), (f'adapt.{knob}', mine)),
+                            (warmup,)))
     return rows
 
 
@@ -285,6 +299,10 @@ def markdown(report: dict) -> str:
     for r in report['rows']:
         lines.append(f'| {r["row"]} | {r["warmup"]:g} % | ' + ' | '.join(
             _pct(r['per_class_IoU'][n]) for n in names) + ' |')
+    if report.get('trace'):
+        lines += ['', 'Where the thin classes go (ditta-quality --trace; % of the pixels the '
+                      'source model gives the class on the warm-up frames, and IoU after it):',
+                  '', report['trace']]
     if report.get('reasons'):
         lines += ['', 'Adaptations not served (row, warm-up, sequence: reason):', '']
         lines += [f'* {x}' for x in report['reasons']]
@@ -346,7 +364,35 @@ def benchmark(args) -> dict:
         'frames': args.frames, 'size': args.size, 'seed': args.seed,
         'clear': pooled(clear_scores, names), 'rows': report_rows, 'reasons': reasons,
         'seconds': round(time.monotonic() - started, 1),
+        'params': params, 'folders': folders,
     }
+
+
+def trace(args, params, folders: Dict[str, Path]) -> str:
+    """ditta_ros.tools.stage_trace on the first sequence of each domain, for both presets."""
+    from ditta_ros import settings
+    from ditta_ros.evaluation import warmup_length
+    from ditta_ros.io.video import load_videos
+    from ditta_ros.labels import load_label_set
+    from ditta_ros.model.build import build_model
+    from ditta_ros.teacher.factory import make_teacher
+    from ditta_ros.tools import stage_trace
+    labels = load_label_set(params['model.label_set'])
+    device = settings.resolve_device(params['device'])
+    model = build_model(settings.model_spec(params, labels), device).eval()
+    teacher = make_teacher(settings.teacher_spec(params), device)
+    classes = {n: labels.class_names.index(n) for n in THIN_CLASSES + ('sky', 'car')}
+    share = float(args.warmups.split(',')[0])
+    rows = {}
+    for domain, folder in folders.items():
+        video = load_videos(folder)[0]
+        warmup = warmup_length(len(video), share)
+        for preset in PRESETS:
+            p = dict(params, **{'adapt.preset': preset})
+            rows[f'{preset}, {domain}/{video.name}'] = stage_trace.trace_video(
+                video, warmup, model, settings.input_spec(p), settings.engine_config(p, labels),
+                teacher, classes, labels.id_to_train_id(), device)
+    return stage_trace.markdown(rows)
 
 
 def _progress(results, total):
@@ -364,6 +410,11 @@ def main(argv=None) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.trace:
+        report['trace'] = trace(args, report.pop('params'), report.pop('folders'))
+        (out / 'trace.md').write_text(report['trace'])
+    else:
+        report.pop('params'), report.pop('folders')
     text = markdown(report)
     (out / 'report.md').write_text(text)
     (out / 'report.json').write_text(json.dumps(report, indent=1, default=float))
