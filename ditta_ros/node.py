@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import rclpy
@@ -85,17 +85,27 @@ def _descriptor(spec) -> ParameterDescriptor:
     return desc
 
 
-class DittaNode(Node):
-    """See the module docstring."""
+class DittaNodeBase:
+    """Everything the node does, for the plain node and the lifecycle node alike: parameters,
+    models and camera streams (`_load`), subscriptions (`_subscribe`), and unloading."""
 
-    def __init__(self, **kwargs):
-        super().__init__('ditta', **kwargs)
+    def _setup(self) -> None:
         self._log_handler = RosLogHandler(self)
         package_logger = logging.getLogger('ditta_ros')
         package_logger.addHandler(self._log_handler)
         package_logger.setLevel(logging.INFO)
         package_logger.propagate = False
         self.p = self._declare_parameters()
+        self.cameras: Dict[str, CameraWorker] = {}
+        self.adaptation_worker = None
+        self.device = None
+        self._subscriptions = []
+        self._entities = []          # publishers, services and timers made by _load
+        self._ready = False
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _load(self) -> None:
+        """Models, teacher, camera streams, publishers, services and the status timer."""
         self.labels = load_label_set(self.p['model.label_set'])
         self.device = settings.resolve_device(self.p['device'])
         self.model = build_model(settings.model_spec(self.p, self.labels), self.device).eval()
@@ -109,31 +119,73 @@ class DittaNode(Node):
         self.settings = OutputSettings(self.p['output.color_mask'], self.p['output.confidence'],
                                        self.p['output.confidence_encoding'],
                                        self.p['input.max_image_pixels'])
-        self.cameras: Dict[str, CameraWorker] = {}
         self._status_pubs = {}
         self._image_pubs = {}
-        self._ready = False
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.labels_pub = self.create_publisher(SegmentationLabels, '~/labels', latched)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.labels_pub = self._made(self.create_publisher(SegmentationLabels, '~/labels',
+                                                           latched))
+        self.diagnostics_pub = self._made(self.create_publisher(DiagnosticArray,
+                                                                '/diagnostics', 10))
         for topic in self.p['camera_topics']:
             self._add_camera(topic, teacher)
-        self._trigger_services = []
         self._add_services('~/', list(self.cameras))
         for name in self.cameras:
             self._add_services(f'~/{name}/', [name])
         self.labels_pub.publish(messages.labels_msg(self.labels, self.get_clock().now().to_msg()))
-        self.label_info_pub = self._publish_label_info(latched)
-        self.status_timer = self.create_timer(1.0 / self.p['output.status_rate_hz'],
-                                              self._publish_all_status)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._publish_label_info(latched)
+        self._made(self.create_timer(1.0 / self.p['output.status_rate_hz'],
+                                     self._publish_all_status))
         self._ready = True
-        self.get_logger().info(
-            f'ready: {len(self.cameras)} camera(s) [{", ".join(self.cameras)}], model '
-            f'{self.p["model.family"]}/{self.model.identity.variant} ({self.labels.name}, '
-            f'{self.labels.num_classes} classes) on {self.device}, method {self.p["method"]}'
-            + (f', teacher {self.teacher_name}, warm-up {self._warmup_text()}' if ditta else ''))
+
+    def _made(self, entity):
+        self._entities.append(entity)
+        return entity
+
+    def _ready_line(self) -> str:
+        ditta = self.p['method'] == 'ditta'
+        return (f'ready: {len(self.cameras)} camera(s) [{", ".join(self.cameras)}], model '
+                f'{self.p["model.family"]}/{self.model.identity.variant} ({self.labels.name}, '
+                f'{self.labels.num_classes} classes) on {self.device}, method {self.p["method"]}'
+                + (f', teacher {self.teacher_name}, warm-up {self._warmup_text()}'
+                   if ditta else ''))
+
+    def _subscribe(self) -> None:
+        """Camera subscriptions: from here on frames are processed and masks published."""
+        compressed = self.p['input.type'] == 'compressed'
+        # sensor_data: SensorDataQoS (best effort, volatile) with the configured depth
+        reliability = qos_profile_sensor_data.reliability \
+            if self.p['input.qos'] == 'sensor_data' else ReliabilityPolicy.RELIABLE
+        qos = QoSProfile(depth=self.p['input.qos_depth'], reliability=reliability,
+                         durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
+        for topic, (name, worker) in zip(self.p['camera_topics'], self.cameras.items()):
+            self._subscriptions.append(self.create_subscription(
+                CompressedImage if compressed else Image,
+                topic.rstrip('/') + '/compressed' if compressed else topic, worker.offer, qos))
+
+    def _unsubscribe(self) -> None:
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions = []
+
+    def _unload(self) -> None:
+        """Undo `_load`: threads joined, ROS entities destroyed, models freed (GPU memory too)."""
+        self._unsubscribe()
+        self._ready = False
+        self.shutdown()
+        for entity in self._entities:
+            for destroy in (self.destroy_publisher, self.destroy_service, self.destroy_timer):
+                try:
+                    if destroy(entity):
+                        break
+                except (TypeError, AttributeError):
+                    continue
+        self._entities = []
+        self.cameras, self.adaptation_worker = {}, None
+        self.model = None
+        if self.device == 'cuda':
+            import torch
+            torch.cuda.empty_cache()
 
     def _publish_label_info(self, qos):
         """~/label_info (vision_msgs/LabelInfo, latched) where vision_msgs is installed: the
@@ -144,7 +196,7 @@ class DittaNode(Node):
             self.get_logger().info('vision_msgs is not installed: ~/label_info (for Nav2) is '
                                    'not published; ~/labels carries the class names')
             return None
-        publisher = self.create_publisher(LabelInfo, '~/label_info', qos)
+        publisher = self._made(self.create_publisher(LabelInfo, '~/label_info', qos))
         publisher.publish(messages.label_info_msg(LabelInfo, VisionClass, self.labels,
                                                   self.get_clock().now().to_msg()))
         return publisher
@@ -197,13 +249,14 @@ class DittaNode(Node):
             self.p[param.name] = param.value
             if spec.when != NOW:
                 notes.append(f'{param.name} takes effect at the next warm-up (~/start_adaptation)')
-        self.settings.color_mask = self.p['output.color_mask']
-        self.settings.confidence = self.p['output.confidence']
-        self.settings.confidence_encoding = self.p['output.confidence_encoding']
-        self.settings.max_image_pixels = self.p['input.max_image_pixels']
-        cfg = self._engine_config()
-        for worker in self.cameras.values():
-            worker.stream.update_config(cfg)
+        if self._ready:  # a lifecycle node that is not configured has nothing to update
+            self.settings.color_mask = self.p['output.color_mask']
+            self.settings.confidence = self.p['output.confidence']
+            self.settings.confidence_encoding = self.p['output.confidence_encoding']
+            self.settings.max_image_pixels = self.p['input.max_image_pixels']
+            cfg = self._engine_config()
+            for worker in self.cameras.values():
+                worker.stream.update_config(cfg)
         for note in notes:
             self.get_logger().info(note)
         return SetParametersResult(successful=True, reason='; '.join(notes))
@@ -217,14 +270,14 @@ class DittaNode(Node):
                                f'name {name!r}; give them distinct namespaces')
         ns = f'~/{name}/'
         self._image_pubs[name] = {
-            'mask': self.create_publisher(Image, ns + 'mask', 10),
-            'color': self.create_publisher(Image, ns + 'color_mask', 10),
-            'confidence': self.create_publisher(Image, ns + 'confidence', 10),
+            'mask': self._made(self.create_publisher(Image, ns + 'mask', 10)),
+            'color': self._made(self.create_publisher(Image, ns + 'color_mask', 10)),
+            'confidence': self._made(self.create_publisher(Image, ns + 'confidence', 10)),
         }
-        self._status_pubs[name] = self.create_publisher(
+        self._status_pubs[name] = self._made(self.create_publisher(
             AdaptationStatus, ns + 'status',
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+                       durability=DurabilityPolicy.TRANSIENT_LOCAL)))
         stream = make_stream(name, self.model, self.input_spec, self._engine_config(),
                              self.adaptation_worker, teacher, self.device,
                              on_phase_change=lambda status, n=name: self._on_phase(n, status),
@@ -238,14 +291,6 @@ class DittaNode(Node):
                               log_error=lambda text: self.get_logger().error(
                                   text, throttle_duration_sec=5.0))
         self.cameras[name] = worker
-        # sensor_data: SensorDataQoS (best effort, volatile) with the configured depth
-        reliability = qos_profile_sensor_data.reliability \
-            if self.p['input.qos'] == 'sensor_data' else ReliabilityPolicy.RELIABLE
-        qos = QoSProfile(depth=self.p['input.qos_depth'], reliability=reliability,
-                         durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
-        self.create_subscription(CompressedImage if compressed else Image,
-                                 topic.rstrip('/') + '/compressed' if compressed else topic,
-                                 worker.offer, qos)
 
     def _publish(self, publisher, make_message) -> None:
         """publisher.publish(make_message()) unless ROS is shutting down. SIGINT/SIGTERM
@@ -328,7 +373,7 @@ class DittaNode(Node):
             'save_decoder': lambda n: self.cameras[n].stream.save(self._save_path(n)),
         }
         for service, action in actions.items():
-            self._trigger_services.append(self.create_service(
+            self._made(self.create_service(
                 Trigger, prefix + service,
                 lambda request, response, a=action, s=service: self._serve(a, s, names, response)))
 
@@ -359,7 +404,18 @@ class DittaNode(Node):
             worker.stop(max(0.1, deadline - time.monotonic()))
         if self.adaptation_worker is not None:
             self.adaptation_worker.stop(max(0.1, deadline - time.monotonic()))
-        logging.getLogger('ditta_ros').removeHandler(self._log_handler)
+
+
+
+class DittaNode(DittaNodeBase, Node):
+    """The node, running from the start (see the module docstring)."""
+
+    def __init__(self, **kwargs):
+        Node.__init__(self, 'ditta', **kwargs)
+        self._setup()
+        self._load()
+        self._subscribe()
+        self.get_logger().info(self._ready_line())
 
 
 def ignore_further_signals() -> None:
@@ -378,6 +434,7 @@ def _shut_down(node: Optional['DittaNode']) -> None:
             ignore_further_signals()
             if node is not None:
                 node.shutdown()
+                logging.getLogger('ditta_ros').removeHandler(node._log_handler)
                 node.destroy_node()
             rclpy.try_shutdown()
             return
@@ -385,11 +442,15 @@ def _shut_down(node: Optional['DittaNode']) -> None:
             continue
 
 
-def main(args=None) -> int:
+def run(make_node: Callable[[], Node], start: Callable[[Node], None] = lambda node: None,
+        args=None) -> int:
+    """rclpy set-up, spin and clean shutdown around the node `make_node` builds; `start` runs
+    once it is built. Startup errors end the process with one line that says what to fix."""
     configure_process()
     rclpy.init(args=args)
     try:
-        node = DittaNode()
+        node = make_node()
+        start(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         _shut_down(None)
         return 0
@@ -404,6 +465,10 @@ def main(args=None) -> int:
     finally:
         _shut_down(node)
     return 0
+
+
+def main(args=None) -> int:
+    return run(DittaNode, args=args)
 
 
 if __name__ == '__main__':

@@ -36,8 +36,10 @@ def _node(context):
     # launch_ros opens a --ros-args block of its own for the name, remaps and parameters: the
     # log level adds a second one (rcl reads both), so only when it is not the default
     level = LaunchConfiguration('log_level').perform(context)
+    managed = LaunchConfiguration('lifecycle').perform(context) == 'true'
     node = Node(
-        package='ditta_ros', executable='ditta_node', name='ditta',
+        package='ditta_ros', executable='ditta_lifecycle_node' if managed else 'ditta_node',
+        name='ditta',
         namespace=LaunchConfiguration('namespace'), output='screen', emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'), overrides],
         ros_arguments=['--log-level', level] if level != 'info' else [])
@@ -56,6 +58,10 @@ def generate_launch_description():
                               description='Use /clock (bag replay with --clock)'),
         DeclareLaunchArgument('log_level', default_value='info',
                               description='debug | info | warn | error'),
+        DeclareLaunchArgument('lifecycle', default_value='false',
+                              description='true: run ditta_lifecycle_node, a managed node (with '
+                                          'parameters:="{autostart: false}" it waits for its '
+                                          'transitions)'),
         DeclareLaunchArgument('parameters', default_value='',
                               description='Any node parameters as a YAML mapping, e.g. '
                                           '"{model.allow_random_weights: true, fusion.tau: 0.5}"'),

@@ -52,6 +52,8 @@ PARAMS: List[ParamDef] = [
     ParamDef('method', 'str', 'ditta: adapt on a warm-up, then fused inference; none: the '
              'source model frame by frame; tent, cotta, auxadapt: peer test-time adaptation; '
              'sam2_refine: SAM2 refines every frame (slow).', choices=METHODS),
+    ParamDef('autostart', 'bool', 'ditta_lifecycle_node only: configure and activate at start '
+             '(false: wait for the lifecycle transitions, e.g. from a lifecycle manager).'),
     ParamDef('start', 'str', 'immediate: the warm-up starts with the first frame; '
              'on_service: it waits for ~/start_adaptation.', choices=('immediate', 'on_service')),
     ParamDef('warmup.frames', 'int', 'Warm-up frames to keep (0: warmup.seconds decides).', NEXT,

@@ -33,9 +33,9 @@ def dds_environment() -> Dict[str, str]:
     return env
 
 
-def node_executable() -> Optional[Path]:
+def node_executable(name: str = 'ditta_node') -> Optional[Path]:
     for prefix in os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep):
-        candidate = Path(prefix) / 'lib' / 'ditta_ros' / 'ditta_node'
+        candidate = Path(prefix) / 'lib' / 'ditta_ros' / name
         if prefix and candidate.is_file():
             return candidate
     return None
@@ -56,10 +56,10 @@ class NodeProcess:
     """The ditta node in its own process; output captured to a log file."""
 
     def __init__(self, tmp_path: Path, params: Dict[str, object], name: str = 'ditta',
-                 env: Optional[Dict[str, str]] = None):
-        exe = node_executable()
+                 env: Optional[Dict[str, str]] = None, executable: str = 'ditta_node'):
+        exe = node_executable(executable)
         if exe is None:
-            raise RuntimeError('ditta_node is not installed; run scripts/setup.sh first')
+            raise RuntimeError(f'{executable} is not installed; run scripts/setup.sh first')
         self.params_file = tmp_path / f'{name}_params.yaml'
         # empty lists carry no type in a ROS params file: leave them to the node's defaults
         kept = {k: v for k, v in params.items() if not (isinstance(v, list) and not v)}

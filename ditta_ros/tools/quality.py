@@ -29,7 +29,7 @@ import numpy as np
 from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.runtime import configure_process
 
-DEFAULT_DOMAINS = 'fog+noise,night+blur,rain+cast+jpeg'
+DEFAULT_DOMAINS = 'fog+noise,rain+cast+jpeg,cast+blur+noise'
 SOURCE_DOMAIN = 'clear'
 CLEAR_KEY = 'clear (training domain)'
 SOURCE_ROW = 'source (no adaptation)'
@@ -195,11 +195,14 @@ def run_job(job) -> VideoScore:
         raise ValueError(f'row {row.name!r}: ' + '; '.join(problems))
     labels = load_label_set(params['model.label_set'])
     device = settings.resolve_device(params['device'])
-    if 'model' not in _WORKER['models']:
+    # one model and teacher per process for each model/teacher setting the rows use
+    key = tuple(sorted((k, str(v)) for k, v in params.items()
+                       if k.startswith(('model.', 'teacher.')) or k == 'device'))
+    if key not in _WORKER['models']:
         model = build_model(settings.model_spec(params, labels), device).eval()
-        _WORKER['models'].update(model=model, spec=settings.input_spec(params),
-                                 teacher=make_teacher(settings.teacher_spec(params), device))
-    m = _WORKER['models']
+        _WORKER['models'][key] = dict(model=model, spec=settings.input_spec(params),
+                                      teacher=make_teacher(settings.teacher_spec(params), device))
+    m = _WORKER['models'][key]
     run = run_offline(video, m['model'], m['spec'], settings.engine_config(params, labels),
                       m['teacher'], device, class_names=labels.class_names)
     scores = MethodScores(labels)
