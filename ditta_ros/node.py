@@ -99,7 +99,7 @@ class DittaNodeBase:
         self.cameras: Dict[str, CameraWorker] = {}
         self.adaptation_worker = None
         self.device = None
-        self._subscriptions = []
+        self._camera_subscriptions = []
         self._entities = []          # publishers, services and timers made by _load
         self._ready = False
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -159,14 +159,14 @@ class DittaNodeBase:
         qos = QoSProfile(depth=self.p['input.qos_depth'], reliability=reliability,
                          durability=DurabilityPolicy.VOLATILE, history=HistoryPolicy.KEEP_LAST)
         for topic, (name, worker) in zip(self.p['camera_topics'], self.cameras.items()):
-            self._subscriptions.append(self.create_subscription(
+            self._camera_subscriptions.append(self.create_subscription(
                 CompressedImage if compressed else Image,
                 topic.rstrip('/') + '/compressed' if compressed else topic, worker.offer, qos))
 
     def _unsubscribe(self) -> None:
-        for subscription in self._subscriptions:
+        for subscription in self._camera_subscriptions:
             self.destroy_subscription(subscription)
-        self._subscriptions = []
+        self._camera_subscriptions = []
 
     def _unload(self) -> None:
         """Undo `_load`: threads joined, ROS entities destroyed, models freed (GPU memory too)."""
