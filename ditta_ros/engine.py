@@ -398,7 +398,8 @@ class CameraStream(StreamBase):
                 self._status.warmup_elapsed_s += dt
                 keep = self._seen % max(1, self._active.warmup.stride) == 0
                 self._seen += 1
-        fused = head is not self.model.decode_head
+        # with tau 0 nothing is fused: the add-on is not even computed (the ISS frame's cost)
+        fused = head is not self.model.decode_head and self.predictor.tau > 0
         prediction = self.predictor.predict(head, frame_rgb, fused=fused,
                                             want_confidence=want_confidence or (keep and not fused))
         if phase != Phase.WARMUP:

@@ -9,6 +9,7 @@ import torch
 
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.guard import HarmCheck
+from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.engine import EngineConfig, WarmupConfig
 from ditta_ros.labels import LabelSet
 from ditta_ros.model.build import ModelSpec
@@ -53,7 +54,7 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
                             p['warmup.max_frames']),
         start_immediately=p['start'] == 'immediate',
         publish_during_warmup=p['warmup.publish_source_masks'],
-        tau=p['fusion.tau'],
+        tau=fusion_tau(p),
         targets=TargetConfig(num_classes=labels.num_classes, max_track=p['teacher.max_tracks'],
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
@@ -63,6 +64,11 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
         continuous=p['adapt.continuous'],
         peer_lr=p['adapt.lr'] or EngineConfig.peer_lr)
+
+
+def fusion_tau(p: Params) -> float:
+    """fusion.tau, or the preset's where it is negative."""
+    return p['fusion.tau'] if p['fusion.tau'] >= 0 else PRESETS[p['adapt.preset']]['fusion_tau']
 
 
 def adapt_config(p: Params) -> AdaptConfig:

@@ -8,6 +8,7 @@ import torch
 
 from conftest import synthetic_clip
 from ditta_ros.adapt.ditta import AdaptConfig
+from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.adapt.guard import (HarmCheck, blend_heads, erased_classes, harmless_head,
                                   warmup_predictions)
 from ditta_ros import engine
@@ -18,7 +19,7 @@ from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
 
 SPEC = InputSpec(img_scale=(96, 64))
-CHECK = HarmCheck(confident=0.5)
+CHECK = HarmCheck()
 
 
 def source_outputs(model, frames):
@@ -49,9 +50,9 @@ def relabelling(build_targets, victim: int, into: int):
     return build
 
 
-def adapt_stream(model, worker, teacher, adapt, check):
+def adapt_stream(model, worker, teacher, adapt, check, tau=0.8):
     stream = CameraStream('cam', model, SPEC, EngineConfig(
-        warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0,
+        warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0, tau=tau,
         targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
         worker, teacher)
     for i, frame in enumerate(synthetic_clip(frames=6)):
@@ -78,7 +79,7 @@ def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_servi
     assert victim in [c for c, _ in erased_classes(served, labels, rels, CHECK)], \
         'the harmful teacher did not erase its victim class: the test proves nothing'
 
-    checked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(confident=0.5, blends=()))
+    checked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(blends=()))
     status = checked.status()
     assert status.phase == Phase.FAILED and status.reason.startswith('AdaptationError: refused')
     assert checked._head is tiny_model.decode_head
@@ -86,7 +87,8 @@ def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_servi
 
 def test_a_good_adaptation_passes_the_check_untouched(tiny_model, worker):
     stream = adapt_stream(tiny_model, worker, make_teacher(TeacherSpec(name='flow'), 'cpu'),
-                          AdaptConfig.preset('robust'), CHECK)
+                          AdaptConfig.preset('robust'), CHECK,
+                          PRESETS['robust']['fusion_tau'])
     status = stream.status()
     assert status.phase == Phase.ADAPTED and status.decoder == 'adapted' and not status.reason
 
@@ -103,16 +105,16 @@ def test_a_harmful_head_is_repaired_by_the_first_blend_that_keeps_every_class(ti
         with torch.no_grad():
             harmed.linear_pred.bias[victim] -= drop
         erased_full = erased_classes(warmup_predictions(tiny_model, harmed, frames, SPEC, 'cpu',
-                                                        0.8), labels, rels, CHECK)
+                                                        0.0), labels, rels, CHECK)
         half = blend_heads(source, harmed, 0.5)
         erased_half = erased_classes(warmup_predictions(tiny_model, half, frames, SPEC, 'cpu',
-                                                        0.8), labels, rels, CHECK)
+                                                        0.0), labels, rels, CHECK)
         if erased_full and not erased_half:
             found = harmed
             break
     assert found is not None
     head, verdict = harmless_head(tiny_model, source, found, frames, labels, rels, SPEC, 'cpu',
-                                  0.8, CHECK, [f'c{i}' for i in range(19)])
+                                  0.0, CHECK, [f'c{i}' for i in range(19)])
     assert head is not None and head is not found
     assert verdict.startswith('repaired: weights blended 0.5') and f'c{victim}' in verdict
     assert torch.allclose(head.linear_pred.bias[victim],

@@ -23,7 +23,7 @@ def test_ablation_rows_change_one_knob_each():
     assert rows and all(row.warmups == (10,) for row in rows)
     for row in rows:
         knobs = [k for k, _ in row.overrides if k != 'adapt.preset']
-        assert len(knobs) == 1 and knobs[0].startswith('adapt.')
+        assert len(knobs) == 1 and knobs[0].startswith(('adapt.', 'fusion.'))
 
 
 def test_the_benchmark_runs_every_row_and_share_and_reports_the_clear_domain(tmp_path,

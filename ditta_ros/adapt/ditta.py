@@ -76,7 +76,8 @@ class AdaptConfig:
         if name not in PRESETS:
             raise ValueError(f'unknown adaptation preset {name!r}; choose one of '
                              f'{", ".join(PRESETS)}')
-        return cls(**dict(PRESETS[name], **changes))
+        recipe = {k: v for k, v in PRESETS[name].items() if k != 'fusion_tau'}
+        return cls(**dict(recipe, **changes))
 
 
 def all_pixel_cross_entropy(scores: torch.Tensor, label: torch.Tensor) -> torch.Tensor:

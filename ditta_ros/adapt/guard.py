@@ -59,17 +59,18 @@ def collapse_reason(model: Segmentor, head: DiTTAHead, frames: List[np.ndarray],
 class HarmCheck:
     """Settings of the do-no-harm check (enabled: off serves whatever the adaptation gave)."""
     enabled: bool = True
-    confident: float = 0.9          # stage-A reliability that makes a source pixel confident
-    min_share: float = 0.001        # a class is checked from this share of the warm-up pixels
+    confident: float = 0.5          # stage-A reliability that makes a source pixel confident
+    min_share: float = 0.0001       # a class is checked from this share of the warm-up pixels
     min_kept: float = 0.5           # ... and must keep this share of its confident pixels
     blends: Tuple[float, ...] = (0.5, 0.25)   # repairs tried, in order
 
 
 def warmup_predictions(model: Segmentor, head: DiTTAHead, frames: Sequence[np.ndarray],
                        spec: InputSpec, device, tau: float) -> List[torch.Tensor]:
-    """What `head` would serve on the warm-up frames, in order (fused from the second on)."""
+    """What `head` would serve on the warm-up frames, in order (fused from the second on
+    where tau > 0)."""
     predictor = FramePredictor(model, spec, device, tau)
-    return [predictor.predict(head, f, fused=True).label.cpu() for f in frames]
+    return [predictor.predict(head, f, fused=tau > 0).label.cpu() for f in frames]
 
 
 def erased_classes(adapted: Sequence[torch.Tensor], source: Sequence[torch.Tensor],

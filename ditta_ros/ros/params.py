@@ -138,7 +138,8 @@ PARAMS: List[ParamDef] = [
     ParamDef('adapt.seed', 'int', 'Seed of the adaptation RNG (dropout); -1: unseeded.', NEXT,
              bounds=(-1, 2 ** 31 - 1)),
     ParamDef('fusion.tau', 'float', 'Plain-branch reliability below which the add-on branch '
-             'is fused in.', NOW, bounds=(0.0, 1.0)),
+             'is fused in (0: never, the adapted plain branch alone; -1: the preset\'s, robust 0, '
+             'reference 0.8).', NOW, bounds=(-1.0, 1.0)),
     ParamDef('device', 'str', 'auto (CUDA if available), cuda or cpu.',
              choices=('auto', 'cuda', 'cpu')),
     ParamDef('precision', 'str', 'Inference autocast of the backbone, decoder and add-on: '

@@ -114,15 +114,16 @@ def ablation_rows(warmup: float) -> List[Row]:
     robust, reference = PRESETS['robust'], PRESETS['reference']
     rows = []
     for knob in robust:
+        param = 'fusion.tau' if knob == 'fusion_tau' else f'adapt.{knob}'
         mine, theirs = _effective(robust, knob), _effective(reference, knob)
         if knob == 'addon_lr':   # the reference trains the add-on with the rest of the head
             theirs = robust['lr']
         if mine != theirs:
             rows.append(Row(f'robust, {knob} {theirs} (as reference)',
-                            ((f'adapt.{knob}', theirs),), (warmup,)))
+                            ((param, theirs),), (warmup,)))
         if mine != _effective(reference, knob):
             rows.append(Row(f'reference, {knob} {mine} (as robust)',
-                            (('adapt.preset', 'reference'), (f'adapt.{knob}', mine)),
+                            (('adapt.preset', 'reference'), (param, mine)),
                             (warmup,)))
     return rows
 
