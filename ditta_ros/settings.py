@@ -59,7 +59,7 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
         adapt=adapt_config(p),
-        harm_check=HarmCheck(enabled=p['adapt.harm_check'], min_kept=p['adapt.harm_min_kept']),
+        harm_check=HarmCheck(enabled=harm_check_enabled(p), min_kept=p['adapt.harm_min_kept']),
         precision=p['precision'],
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
         continuous=p['adapt.continuous'],
@@ -69,6 +69,13 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
 def fusion_tau(p: Params) -> float:
     """fusion.tau, or the preset's where it is negative."""
     return p['fusion.tau'] if p['fusion.tau'] >= 0 else PRESETS[p['adapt.preset']]['fusion_tau']
+
+
+def harm_check_enabled(p: Params) -> bool:
+    """adapt.harm_check: on, off, or the preset's (robust on; the reference has none)."""
+    if p['adapt.harm_check'] == 'preset':
+        return PRESETS[p['adapt.preset']]['harm_check']
+    return p['adapt.harm_check'] == 'on'
 
 
 def adapt_config(p: Params) -> AdaptConfig:

@@ -7,8 +7,8 @@
 * `robust` (the default): what measured best on the quality benchmark (docs/quality.md), each
   change with its own ablation row there.
 
-`fusion_tau` is stage D's (the node parameter fusion.tau); every other entry is an AdaptConfig
-field. The robust preset serves the adapted plain branch alone (tau 0): at the scale measured the
+`fusion_tau` is stage D's (the node parameter fusion.tau) and `harm_check` the do-no-harm check's
+(adapt.harm_check; the reference has none); every other entry is an AdaptConfig field. The robust preset serves the adapted plain branch alone (tau 0): at the scale measured the
 add-on's fusion smoothed the masks but cost accuracy, thin classes first.
 """
 DISTILL_LOSSES = ('reference', 'balanced')
@@ -19,9 +19,9 @@ SERVED_HEADS = ('live', 'momentum')
 PRESETS = {
     'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, distill_loss='reference',
                       label_rule='override', keep_reliability=0.9, norm_stats='batch',
-                      serve='live', fusion_tau=0.8),
+                      serve='live', fusion_tau=0.8, harm_check=False),
     'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, distill_loss='balanced',
                    label_rule='keep_confident', keep_reliability=0.9, norm_stats='source',
-                   serve='live', fusion_tau=0.0),
+                   serve='live', fusion_tau=0.0, harm_check=True),
 }
 PRESET_NAMES = tuple(PRESETS)

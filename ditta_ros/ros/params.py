@@ -124,10 +124,11 @@ PARAMS: List[ParamDef] = [
              NEXT, choices=('preset',) + SERVED_HEADS),
     ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,
              bounds=(0.0, 1.0)),
-    ParamDef('adapt.harm_check', 'bool', 'Do-no-harm check before an adapted decoder serves: '
+    ParamDef('adapt.harm_check', 'str', 'Do-no-harm check before an adapted decoder serves: '
              'classes the source model predicts confidently on the warm-up frames must keep '
              'adapt.harm_min_kept of those pixels, else the decoder is blended back towards the '
-             'source (repaired) or refused; the status says which and why.', NEXT),
+             'source (repaired) or refused; the status says which and why. on, off or preset '
+             '(robust: on; reference: off).', NEXT, choices=('preset', 'on', 'off')),
     ParamDef('adapt.harm_min_kept', 'float', 'Share of its confident warm-up pixels a class '
              'must keep in the adapted predictions.', NEXT, bounds=(0.0, 1.0)),
     ParamDef('adapt.continuous', 'bool', 'tent, cotta, auxadapt: adapt on every frame (true) '
