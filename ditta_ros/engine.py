@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Callable, Dict, List, Optional, Sequence
@@ -191,6 +192,8 @@ class StreamBase:
         self.on_phase_change = on_phase_change
         self.class_names = list(class_names) if class_names else None
         self._lock = threading.RLock()
+        self._lock_depth = 0
+        self._pending_events: List[StreamStatus] = []
         self._status = StreamStatus(name, Phase.SOURCE, cfg.method,
                                     frames_required=cfg.warmup.frames,
                                     warmup_required_s=cfg.warmup.seconds)
@@ -198,22 +201,39 @@ class StreamBase:
         self._frame_hw = None
 
     def status(self) -> StreamStatus:
-        with self._lock:
+        with self._locked():
             return replace(self._status, losses=dict(self._status.losses))
+
+    @contextmanager
+    def _locked(self):
+        """The stream lock. Phase events raised while it is held fire once the outermost holder
+        has released it: a handler may take its time (the node autosaves the decoder to disk and
+        publishes), and a camera thread waiting in process() must not wait for it."""
+        with self._lock:
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                events = []
+                if self._lock_depth == 0:
+                    events, self._pending_events = self._pending_events, []
+        for status in events:
+            self.on_phase_change(status)
 
     def _set_phase_locked(self, phase: Phase, reason: str = '') -> None:
         changed = self._status.phase != phase
         self._status.phase = phase
         self._status.reason = reason
         if changed and self.on_phase_change is not None:
-            self.on_phase_change(replace(self._status, losses=dict(self._status.losses)))
+            self._pending_events.append(replace(self._status, losses=dict(self._status.losses)))
 
     def update_config(self, cfg: EngineConfig) -> None:
         """New settings: what `_apply_now_locked` applies takes effect at once, the rest from
         the next warm-up (or restart) on."""
         if cfg.method != self.cfg.method:
             raise ValueError('the method of a stream cannot change while it runs')
-        with self._lock:
+        with self._locked():
             self.cfg = cfg
             self._apply_now_locked(cfg)
 
@@ -272,16 +292,18 @@ class CameraStream(StreamBase):
         self.predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._source_predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._head: DiTTAHead = model.decode_head
+        self._head_target_decoder = ''   # the target decoder of the adaptation that made _head
         self._generation = 0
         self._cancel = threading.Event()
         self._buffer: Optional[WarmupClip] = None
         self._track_maps: List[np.ndarray] = []
         self._seen = 0
         if cfg.method == 'ditta':
-            if cfg.start_immediately:
-                self._begin_warmup_locked()
-            else:
-                self._set_phase_locked(Phase.WAITING)
+            with self._locked():
+                if cfg.start_immediately:
+                    self._begin_warmup_locked()
+                else:
+                    self._set_phase_locked(Phase.WAITING)
 
     # ------------------------------------------------------------------ status / phases
 
@@ -315,13 +337,13 @@ class CameraStream(StreamBase):
         serving until the new one is ready."""
         if self.cfg.method != 'ditta':
             raise RuntimeError(f'method {self.cfg.method!r} does not adapt')
-        with self._lock:
+        with self._locked():
             self._begin_warmup_locked()
         return f'{self.name}: new warm-up started'
 
     def reset(self) -> str:
         """Back to the source decoder; adaptation stops until start_adaptation()."""
-        with self._lock:
+        with self._locked():
             self._generation += 1
             self._cancel.set()
             self._buffer = None
@@ -333,19 +355,20 @@ class CameraStream(StreamBase):
         return f'{self.name}: source decoder restored'
 
     def save(self, path: str) -> str:
-        with self._lock:
+        with self._locked():
             head, decoder = self._head, self._status.decoder
+            target_decoder = self._head_target_decoder
         if head is self.model.decode_head:
             raise RuntimeError(f'{self.name}: no adapted decoder to save yet (phase '
                                f'{self._status.phase.name.lower()})')
         save_decoder(path, head, self.model.identity,
                      {'camera': self.name, 'method': self.cfg.method, 'decoder': decoder,
-                      'target_decoder': self.cfg.adapt.target_decoder})
+                      'target_decoder': target_decoder})
         return f'{self.name}: adapted decoder saved to {path}'
 
     def load(self, path: str) -> str:
         head = load_decoder(path, self.model.decode_head, self.model.identity).to(self.device)
-        with self._lock:
+        with self._locked():
             self._generation += 1
             self._cancel.set()
             self._buffer = None
@@ -357,7 +380,7 @@ class CameraStream(StreamBase):
 
     def shutdown(self) -> None:
         """Cancel this stream's adaptation (the worker is stopped by its owner)."""
-        with self._lock:
+        with self._locked():
             self._generation += 1
             self._cancel.set()
 
@@ -390,7 +413,7 @@ class CameraStream(StreamBase):
         """Predict one frame (RGB uint8 [H, W, 3], stream time in seconds). Returns None when
         the warm-up is set not to publish source masks. `track_map` (ground-truth track ids) is
         kept with warm-up frames for the oracle teacher."""
-        with self._lock:
+        with self._locked():
             dt = self._check_continuity_locked(frame_rgb.shape[:2], stamp)
             phase, head = self._status.phase, self._head
             keep = False
@@ -414,7 +437,7 @@ class CameraStream(StreamBase):
 
     def _collect(self, frame_rgb, stage_a: Optional[Prediction], track_map) -> None:
         """Keep a warm-up frame (when `stage_a` is given); hand a complete warm-up over."""
-        with self._lock:
+        with self._locked():
             if self._status.phase != Phase.WARMUP or self._buffer is None:
                 return
             if stage_a is not None:
@@ -452,7 +475,7 @@ class CameraStream(StreamBase):
                     'the teacher got no prompt: no class reached reliability '
                     f'{cfg.targets.frame0_threshold} in the warm-up frames')
             steps_total = cfg.adapt.passes * len(build.targets)
-            with self._lock:
+            with self._locked():
                 if not self._still_current(generation):
                     return
                 self._status.steps_total = steps_total
@@ -460,7 +483,7 @@ class CameraStream(StreamBase):
                 self._set_phase_locked(Phase.ADAPTING)
 
             def on_step(step, total, losses):
-                with self._lock:
+                with self._locked():
                     if self._still_current(generation):
                         self._status.step, self._status.steps_total = step, total
                         self._status.losses = dict(losses)
@@ -478,10 +501,11 @@ class CameraStream(StreamBase):
                                           cfg.harm_check, self.class_names)
             if head is None:
                 raise AdaptationError(verdict)
-            with self._lock:
+            with self._locked():
                 if not self._still_current(generation):
                     return
                 self._head = head
+                self._head_target_decoder = cfg.adapt.target_decoder
                 self._status.decoder = 'repaired' if verdict else 'adapted'
                 self._status.adaptations_completed += 1
                 self._status.progress = 1.0
@@ -495,6 +519,6 @@ class CameraStream(StreamBase):
             LOG.error('%s: adaptation failed: %s: %s', self.name, exc.__class__.__name__, exc)
             if self.device.type == 'cuda':
                 torch.cuda.empty_cache()  # after an out-of-memory error the stream needs room
-            with self._lock:
+            with self._locked():
                 if self._still_current(generation):
                     self._set_phase_locked(Phase.FAILED, f'{exc.__class__.__name__}: {exc}')

@@ -22,10 +22,11 @@ class OnlineStream(StreamBase):
         self._method = make_method()
         self._adapts = cfg.method != 'sam2_refine'
         self._frames = 0
-        if self._adapts and cfg.start_immediately:
-            self._begin_locked()
-        elif self._adapts:
-            self._set_phase_locked(Phase.WAITING)
+        with self._locked():
+            if self._adapts and cfg.start_immediately:
+                self._begin_locked()
+            elif self._adapts:
+                self._set_phase_locked(Phase.WAITING)
 
     @property
     def adapted(self) -> bool:
@@ -43,26 +44,26 @@ class OnlineStream(StreamBase):
     def start_adaptation(self) -> str:
         if not self._adapts:
             raise RuntimeError(f'method {self.cfg.method!r} does not adapt')
-        with self._lock:
+        with self._locked():
             self._begin_locked()
         return f'{self.name}: adaptation restarted from the source weights'
 
     def reset(self) -> str:
-        with self._lock:
+        with self._locked():
             self._method = self._make_method()
             self._set_phase_locked(Phase.SOURCE)
         return f'{self.name}: source weights restored'
 
     def process(self, frame_rgb: np.ndarray, stamp: float, want_confidence: bool = False,
                 track_map: Optional[np.ndarray] = None) -> Prediction:
-        with self._lock:
+        with self._locked():
             self._check_continuity_locked(frame_rgb.shape[:2], stamp)
             phase = self._status.phase
             method = self._method
         adapt = phase in (Phase.ADAPTING, Phase.WARMUP)
         prediction = method.predict(frame_rgb, adapt, want_confidence)
         if adapt:
-            with self._lock:
+            with self._locked():
                 if method is self._method:
                     self._frames += 1
                     self._status.step = self._status.frames_collected = self._frames

@@ -268,3 +268,41 @@ def test_a_head_swap_gives_the_new_heads_fused_predictions(tiny_model):
     kept_a = with_a.predict(head_a, frames[2], fused=True, want_probs=True)
     assert got.fused and torch.equal(got.probs, want.probs)
     assert not torch.equal(got.probs, kept_a.probs)      # B's add-on changes the fused output
+
+
+def test_a_slow_phase_handler_does_not_delay_frames(tiny_model, worker):
+    """Phase events fire outside the stream lock: a handler that takes its time (the node saves
+    the decoder to disk on ADAPTED) must not hold up the camera thread in process()."""
+    entered, release = threading.Event(), threading.Event()
+
+    def slow_handler(status):
+        if status.phase == Phase.ADAPTED:
+            entered.set()
+            release.wait(20)
+
+    teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
+    stream = CameraStream('cam', tiny_model, SPEC, EngineConfig(
+        warmup=WarmupConfig(frames=4), adapt=AdaptConfig(passes=1),
+        targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
+        worker, teacher, on_phase_change=slow_handler)
+    clip = synthetic_clip(frames=6)
+    feed(stream, clip[:4])
+    try:
+        assert entered.wait(180), stream.status()
+        started = time.monotonic()
+        prediction = stream.process(clip[4], 0.4)
+        assert time.monotonic() - started < 5, 'process() waited for the phase handler'
+        assert prediction.fused and stream.status().phase == Phase.ADAPTED
+    finally:
+        release.set()
+
+
+def test_save_records_the_target_decoder_of_the_adaptation_that_made_the_head(tiny_model, worker,
+                                                                              tmp_path):
+    stream = make_stream(tiny_model, worker, adapt=AdaptConfig(passes=1, target_decoder='cls_head'))
+    feed(stream, synthetic_clip(frames=4))
+    assert wait_phase(stream, {Phase.ADAPTED, Phase.FAILED}) == Phase.ADAPTED
+    stream.update_config(EngineConfig(warmup=WarmupConfig(frames=4), adapt=AdaptConfig(
+        passes=1, target_decoder='addon')))
+    stream.save(str(tmp_path / 'd.pt'))
+    assert torch.load(tmp_path / 'd.pt', weights_only=False)['info']['target_decoder'] == 'cls_head'
