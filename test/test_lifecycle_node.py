@@ -8,8 +8,8 @@ import pytest
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip
 from ditta_ros.ros.replay import NodeProcess, node_executable, wait_matched, wait_until
 
-pytestmark = pytest.mark.skipif(node_executable('ditta_lifecycle_node') is None,
-                                reason='ditta_lifecycle_node not built (run scripts/setup.sh)')
+pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable('ditta_lifecycle_node') is None,
+                                reason='ditta_lifecycle_node not built (run scripts/setup.sh)')]
 
 
 def transition(client, transition_id):

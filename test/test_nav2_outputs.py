@@ -15,8 +15,8 @@ import pytest
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip
 from ditta_ros.ros.replay import NodeProcess, node_executable, wait_matched, wait_until
 
-pytestmark = pytest.mark.skipif(node_executable() is None,
-                                reason='ditta_node not built (run scripts/setup.sh)')
+pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,
+                                reason='ditta_node not built (run scripts/setup.sh)')]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MESSAGES = {

@@ -11,8 +11,8 @@ from ditta_ros.model.build import ModelSpec
 from ditta_ros.ros.replay import NodeProcess, image_message, node_executable, wait_matched, \
     wait_until
 
-pytestmark = pytest.mark.skipif(node_executable() is None,
-                                reason='ditta_node not built (run scripts/setup.sh)')
+pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,
+                                reason='ditta_node not built (run scripts/setup.sh)')]
 
 TOPIC, CAMERA = NODE_TOPIC, NODE_CAMERA
 

@@ -10,8 +10,8 @@ from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, syntheti
 from ditta_ros.ros.replay import (NodeProcess, image_message, node_executable, wait_matched,
                                   wait_until)
 
-pytestmark = pytest.mark.skipif(node_executable() is None,
-                                reason='ditta_node not built (run scripts/setup.sh)')
+pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,
+                                reason='ditta_node not built (run scripts/setup.sh)')]
 
 
 def _statuses(client):

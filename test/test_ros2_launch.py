@@ -9,10 +9,10 @@ import pytest
 from ditta_ros.ros.replay import dds_environment
 
 ROS2 = shutil.which('ros2')
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.dds, pytest.mark.skipif(
     ROS2 is None or shutil.which('ditta_node') is None,
     reason='the ros2 command (ros2cli, ros2launch: they come with a ROS 2 distribution) or the '
-           'built package is not installed')
+           'built package is not installed')]
 
 
 def ros2_launch(*arguments, timeout=60):
