@@ -60,6 +60,7 @@ def test_oracle_teacher_evaluation(bags, b0_checkpoint, tmp_path):
     assert report['methods']['ditta']['phases'] == ['adapted']
 
 
+@pytest.mark.dds
 @pytest.mark.skipif(node_executable() is None, reason='ditta_node not built')
 @pytest.mark.parametrize('pace', ['lockstep', 'realtime'])
 def test_dds_replay_loses_nothing(bags, b0_checkpoint, tmp_path, pace):
