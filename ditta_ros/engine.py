@@ -71,7 +71,7 @@ class EngineConfig:
     tau: float = 0.8
     targets: TargetConfig = TargetConfig(num_classes=19)
     adapt: AdaptConfig = AdaptConfig()
-    harm_check: HarmCheck = HarmCheck()   # do-no-harm check before an adapted head serves
+    harm_check: HarmCheck = HarmCheck(enabled=False)  # do-no-harm check (the node: the preset's)
     precision: str = 'fp32'
     seed: Optional[int] = None            # seeds stage C's dropout RNG when set
     continuous: bool = True               # peer methods: adapt on every frame, or warm-up only
