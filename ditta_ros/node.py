@@ -173,13 +173,9 @@ class DittaNodeBase:
         self._unsubscribe()
         self._ready = False
         self.shutdown()
-        for entity in self._entities:
-            for destroy in (self.destroy_publisher, self.destroy_service, self.destroy_timer):
-                try:
-                    if destroy(entity):
-                        break
-                except (TypeError, AttributeError):
-                    continue
+        for entity in self._entities:   # each destroy_* is False for what it does not own
+            self.destroy_publisher(entity) or self.destroy_service(entity) \
+                or self.destroy_timer(entity)
         self._entities = []
         self.cameras, self.adaptation_worker = {}, None
         self.model = None

@@ -90,15 +90,10 @@ class VideoScore:
 
 
 def parse_overrides(text: str) -> Dict[str, object]:
-    import yaml
-    overrides = {}
-    # a comma starts a new item only before the next NAME:= (values may hold commas: [512, 256])
-    for item in filter(None, (t.strip() for t in re.split(r',(?=\s*[\w.]+:=)', text))):
-        if ':=' not in item:
-            raise ValueError(f'expected NAME:=VALUE, got {item!r}')
-        name, value = item.split(':=', 1)
-        overrides[name.strip()] = yaml.safe_load(value)
-    return overrides
+    """NAME:=VALUE[,NAME:=VALUE...]; a comma starts a new item only before the next NAME:= (values
+    may hold commas: [512, 256])."""
+    from ditta_ros.tools.evaluate import parse_overrides as parse_items
+    return parse_items([t.strip() for t in re.split(r',(?=\s*[\w.]+:=)', text) if t.strip()])
 
 
 def _effective(preset: dict, knob: str):
@@ -239,12 +234,10 @@ def mean_over_domains(per_domain: Dict[str, dict]) -> dict:
 
 
 def _domain_miou(scores: Sequence[VideoScore], picks: Sequence[int]) -> float:
-    matrix = sum(scores[i].confusion for i in picks)
-    inter = np.diag(matrix)
-    union = matrix.sum(0) + matrix.sum(1) - inter
-    present = matrix.sum(1) > 0
-    with np.errstate(divide='ignore', invalid='ignore'):
-        return float(np.nansum((inter / union) * present) / max(int(present.sum()), 1))
+    from ditta_ros.metrics import ConfusionMatrix
+    confusion = ConfusionMatrix(len(scores[0].confusion))
+    confusion.matrix = sum(scores[i].confusion for i in picks)
+    return confusion.miou()
 
 
 def bootstrap_difference(row: Dict[str, List[VideoScore]], source: Dict[str, List[VideoScore]],
