@@ -12,12 +12,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ditta_ros.engine import AdaptationWorker, EngineConfig, Phase
 from ditta_ros.io.video import Video
 from ditta_ros.labels import LabelSet
-from ditta_ros.methods import make_stream
 from ditta_ros.metrics import ConfusionMatrix, summarize, temporal_consistency, \
     video_consistency_scores
+from ditta_ros.stream.config import EngineConfig
+from ditta_ros.stream.methods import make_stream
 
 
 def warmup_length(num_frames: int, ratio: float) -> int:
@@ -51,32 +51,28 @@ class VideoRun:
 
 def run_offline(video: Video, model, spec, cfg: EngineConfig, teacher, device='cpu',
                 wait_for_adaptation: bool = True, progress=None, class_names=None) -> VideoRun:
-    """Run the engine on a video without DDS (deterministic for a seeded configuration)."""
-    worker = AdaptationWorker() if cfg.method == 'ditta' else None
-    stream = make_stream(video.name, model, spec, cfg, worker, teacher, device,
+    """Run a method's stream on a video without DDS (deterministic for a seeded configuration).
+    `teacher`: a teacher factory for the methods that need one (e.g. the video's oracle)."""
+    stream = make_stream(video.name, model, spec, cfg, teacher, device=device,
                          class_names=class_names)
     preds, eval_time, adapt_time = [], 0.0, 0.0
     warmup = cfg.warmup.frames
     try:
         for i, frame in enumerate(video.frames):
             started = time.monotonic()
-            prediction = stream.process(frame, video.stamps[i],
-                                        track_map=video.instance_ids.get(i))
+            prediction = stream.process(frame, video.stamps[i])
             preds.append(prediction.label.cpu().numpy().astype(np.uint8)
                          if prediction is not None else None)
             if i >= warmup:
                 eval_time += time.monotonic() - started
-            if cfg.method == 'ditta' and i == warmup - 1 and wait_for_adaptation:
+            if i == warmup - 1 and wait_for_adaptation:
                 waited = time.monotonic()
-                while stream.status().phase not in (Phase.ADAPTED, Phase.FAILED):
-                    time.sleep(0.01)
+                stream.wait_for_adaptation()
                 adapt_time = time.monotonic() - waited
             if progress is not None:
                 progress()
     finally:
-        if worker is not None:
-            stream.shutdown()
-            worker.stop()
+        stream.shutdown()
     status = stream.status()
     evaluated = max(1, len(video) - warmup)
     return VideoRun(video.name, cfg.method, warmup, preds, eval_time / evaluated, adapt_time,

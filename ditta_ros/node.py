@@ -27,9 +27,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_srvs.srv import Trigger
 
 from ditta_ros import settings
-from ditta_ros.engine import AdaptationWorker, EngineConfig, Phase, StreamStatus
 from ditta_ros.labels import load_label_set
-from ditta_ros.methods import NEEDS_TEACHER, make_stream
 from ditta_ros.model.build import build_model
 from ditta_ros.msg import AdaptationStatus, SegmentationLabels
 from ditta_ros.ros import messages
@@ -37,6 +35,9 @@ from ditta_ros.ros.camera import CameraWorker, OutputSettings
 from ditta_ros.ros.params import (NOW, PARAMS, PARAMS_BY_NAME, RESTART, camera_name,
                                   load_defaults, validate)
 from ditta_ros.runtime import configure_process
+from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
+from ditta_ros.stream.methods import METHODS, make_stream
+from ditta_ros.stream.worker import AdaptationWorker
 from ditta_ros.teacher.factory import make_teacher
 
 _TYPES = {'int': ParameterType.PARAMETER_INTEGER, 'float': ParameterType.PARAMETER_DOUBLE,
@@ -110,9 +111,10 @@ class DittaNodeBase:
         self.device = settings.resolve_device(self.p['device'])
         self.model = build_model(settings.model_spec(self.p, self.labels), self.device).eval()
         self.input_spec = settings.input_spec(self.p)
-        ditta = self.p['method'] == 'ditta'
-        needs_teacher = self.p['method'] in NEEDS_TEACHER
-        self.adaptation_worker = AdaptationWorker() if ditta else None
+        method = METHODS[self.p['method']]
+        needs_teacher = method.needs_teacher
+        # one adaptation thread for all cameras: they share one accelerator
+        self.adaptation_worker = AdaptationWorker() if method.in_background else None
         self.teacher_name = self.p['teacher.name'] if needs_teacher else ''
         teacher = make_teacher(settings.teacher_spec(self.p), self.device) \
             if needs_teacher else None
@@ -227,7 +229,7 @@ class DittaNodeBase:
             f'{self.p["start"]}'
 
     def _engine_config(self) -> EngineConfig:
-        return settings.engine_config(self.p, self.labels)
+        return settings.engine_config(self.p)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -275,7 +277,7 @@ class DittaNodeBase:
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)))
         stream = make_stream(name, self.model, self.input_spec, self._engine_config(),
-                             self.adaptation_worker, teacher, self.device,
+                             teacher, self.adaptation_worker, self.device,
                              on_phase_change=lambda status, n=name: self._on_phase(n, status),
                              class_names=self.labels.class_names)
         if self.p['decoder.load_path']:

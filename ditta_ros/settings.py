@@ -10,10 +10,10 @@ import torch
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.guard import HarmCheck
 from ditta_ros.adapt.presets import PRESETS
-from ditta_ros.engine import EngineConfig, WarmupConfig
 from ditta_ros.labels import LabelSet
 from ditta_ros.model.build import ModelSpec
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream.config import EngineConfig, WarmupConfig
 from ditta_ros.teacher.factory import TeacherSpec
 from ditta_ros.teacher.targets import TargetConfig
 
@@ -47,7 +47,7 @@ def input_spec(p: Params) -> InputSpec:
     return InputSpec(img_scale=tuple(p['model.input_scale']), size_divisor=p['model.size_divisor'])
 
 
-def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
+def engine_config(p: Params) -> EngineConfig:
     return EngineConfig(
         method=p['method'],
         warmup=WarmupConfig(p['warmup.frames'], p['warmup.seconds'], p['warmup.stride'],
@@ -55,7 +55,7 @@ def engine_config(p: Params, labels: LabelSet) -> EngineConfig:
         start_immediately=p['start'] == 'immediate',
         publish_during_warmup=p['warmup.publish_source_masks'],
         tau=fusion_tau(p),
-        targets=TargetConfig(num_classes=labels.num_classes, max_track=p['teacher.max_tracks'],
+        targets=TargetConfig(max_track=p['teacher.max_tracks'],
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
         adapt=adapt_config(p),

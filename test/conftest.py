@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ditta_ros.model.build import ModelSpec, build_model  # noqa: E402
-from ditta_ros.ros.replay import Client, dds_environment, image_message  # noqa: E402
+from ditta_ros.tools.replay import Client, dds_environment, image_message  # noqa: E402
 from ditta_ros.runtime import configure_process  # noqa: E402
 
 # before anything initialises ROS in this process: loopback only, our own domain
@@ -103,7 +103,7 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture
 def worker():
     """A background adaptation worker, stopped (and checked to stop) after the test."""
-    from ditta_ros.engine import AdaptationWorker
+    from ditta_ros.stream.worker import AdaptationWorker
     w = AdaptationWorker()
     yield w
     assert w.stop(10)

@@ -6,6 +6,7 @@ import signal
 import pytest
 
 from ditta_ros.tools import bench
+from ditta_ros.tools.bench.harness import in_fresh_process
 
 
 def test_bench_measures_each_method_and_writes_the_table_and_json(tmp_path):
@@ -36,4 +37,4 @@ def _killed_for_memory():
 
 def test_a_benchmark_process_that_dies_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match='process died'):
-        bench._in_fresh_process(_killed_for_memory)
+        in_fresh_process(_killed_for_memory)

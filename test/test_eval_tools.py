@@ -4,7 +4,7 @@ import json
 import pytest
 
 from conftest import node_params
-from ditta_ros.ros.replay import node_executable
+from ditta_ros.tools.replay import node_executable
 from ditta_ros.tools import evaluate, make_bag, synth
 
 
@@ -19,7 +19,7 @@ def bags(tmp_path_factory):
 
 def _params_file(path, checkpoint, **overrides):
     import yaml
-    from ditta_ros.ros.replay import nest
+    from ditta_ros.tools.replay import nest
     params = node_params(checkpoint, **overrides)
     params.pop('camera_topics')
     path.write_text(yaml.safe_dump({'/**': {'ros__parameters': nest(params)}}))

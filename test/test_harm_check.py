@@ -1,6 +1,5 @@
 """The do-no-harm check: an adaptation that erases a class the source model is sure of is
 refused (or repaired by a blend towards the source); a good one passes untouched."""
-import time
 from collections import Counter
 
 import numpy as np
@@ -11,10 +10,11 @@ from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.adapt.guard import (HarmCheck, blend_heads, erased_classes, harmless_head,
                                   warmup_predictions)
-from ditta_ros import engine
-from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream import ditta as ditta_stream
+from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.methods import make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
 
@@ -51,16 +51,13 @@ def relabelling(build_targets, victim: int, into: int):
 
 
 def adapt_stream(model, worker, teacher, adapt, check, tau=0.8):
-    stream = CameraStream('cam', model, SPEC, EngineConfig(
+    stream = make_stream('cam', model, SPEC, EngineConfig(
         warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0, tau=tau,
         targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
-        worker, teacher)
+        teacher, worker)
     for i, frame in enumerate(synthetic_clip(frames=6)):
         stream.process(frame, 0.1 * i)
-    deadline = time.monotonic() + 120
-    while stream.status().phase not in (Phase.ADAPTED, Phase.FAILED):
-        assert time.monotonic() < deadline, stream.status()
-        time.sleep(0.02)
+    stream.wait_for_adaptation(timeout=120)
     return stream
 
 
@@ -68,7 +65,8 @@ def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_servi
         tiny_model, worker, monkeypatch):
     frames = synthetic_clip(frames=6)
     victim = victim_class(tiny_model, frames)
-    monkeypatch.setattr(engine, 'build_targets', relabelling(engine.build_targets, victim, 0))
+    monkeypatch.setattr(ditta_stream, 'build_targets',
+                        relabelling(ditta_stream.build_targets, victim, 0))
     harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2)
     flow = make_teacher(TeacherSpec(name='flow'), 'cpu')
 

@@ -17,7 +17,7 @@ from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
 
 from conftest import NODE_CAMERA, NODE_TOPIC, synthetic_clip  # noqa: E402
-from ditta_ros.ros.replay import Client, image_message, wait_matched, wait_until  # noqa: E402
+from ditta_ros.tools.replay import Client, image_message, wait_matched, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.dds
 LAUNCH_FILE = Path(__file__).resolve().parents[1] / 'launch' / 'ditta.launch.py'

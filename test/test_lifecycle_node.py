@@ -6,7 +6,7 @@ import time
 import pytest
 
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip
-from ditta_ros.ros.replay import NodeProcess, node_executable, wait_matched, wait_until
+from ditta_ros.tools.replay import NodeProcess, node_executable, wait_matched, wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable('ditta_lifecycle_node') is None,
                                 reason='ditta_lifecycle_node not built (run scripts/setup.sh)')]

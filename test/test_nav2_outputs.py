@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip
-from ditta_ros.ros.replay import NodeProcess, node_executable, wait_matched, wait_until
+from ditta_ros.tools.replay import NodeProcess, node_executable, wait_matched, wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,
                                 reason='ditta_node not built (run scripts/setup.sh)')]
@@ -95,7 +95,7 @@ def vision_msgs_env(tmp_path_factory):
 def test_label_info_and_mono8_confidence_for_nav2(tmp_path, b0_checkpoint, client,
                                                   vision_msgs_env):
     from sensor_msgs.msg import Image
-    from ditta_ros.ros.replay import dds_environment
+    from ditta_ros.tools.replay import dds_environment
     node = NodeProcess(tmp_path, node_params(b0_checkpoint, **{
         'output.confidence_encoding': 'mono8'}), env=vision_msgs_env)
     try:

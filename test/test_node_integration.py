@@ -8,7 +8,7 @@ import pytest
 from conftest import (NODE_CAMERA, NODE_TOPIC, confident_checkpoint, node_params, send_frames,
                       stamp_of, synthetic_clip)
 from ditta_ros.model.build import ModelSpec
-from ditta_ros.ros.replay import NodeProcess, image_message, node_executable, wait_matched, \
+from ditta_ros.tools.replay import NodeProcess, image_message, node_executable, wait_matched, \
     wait_until
 
 pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import NODE_CAMERA, NODE_TOPIC, node_params, send_frames, synthetic_clip
-from ditta_ros.ros.replay import (NodeProcess, image_message, node_executable, wait_matched,
+from ditta_ros.tools.replay import (NodeProcess, image_message, node_executable, wait_matched,
                                   wait_until)
 
 pytestmark = [pytest.mark.dds, pytest.mark.skipif(node_executable() is None,
@@ -209,7 +209,7 @@ def test_a_publish_that_loses_the_race_with_shutdown_ends_quietly(monkeypatch):
     traceback and exit code 1 at SIGTERM)."""
     from std_msgs.msg import String
     from ditta_ros.node import DittaNode
-    from ditta_ros.ros.replay import dds_environment
+    from ditta_ros.tools.replay import dds_environment
     for name, value in dds_environment().items():
         monkeypatch.setenv(name, value)
     bare = _ShutdownDuringPublish('shutdown_race_bare')

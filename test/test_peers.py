@@ -4,10 +4,10 @@ import torch
 
 from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.peers import AuxAdapt, CoTTA, Sam2Refine, Tent
-from ditta_ros.engine import EngineConfig, Phase, WarmupConfig
-from ditta_ros.methods import METHODS, make_stream
 from ditta_ros.model.build import ModelSpec, build_model
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.methods import METHODS, make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
 

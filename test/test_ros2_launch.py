@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from ditta_ros.ros.replay import dds_environment
+from ditta_ros.tools.replay import dds_environment
 
 ROS2 = shutil.which('ros2')
 pytestmark = [pytest.mark.dds, pytest.mark.skipif(

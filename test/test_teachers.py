@@ -5,7 +5,7 @@ import torch
 
 from conftest import synthetic_clip
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
-from ditta_ros.teacher.mask_propagators import FlowPropagator, OraclePropagator
+from ditta_ros.teacher.mask_propagators import FlowPropagator, OraclePropagator, frame_key
 from ditta_ros.teacher.targets import TargetConfig, build_targets
 
 
@@ -74,7 +74,8 @@ def test_flow_teacher_targets_in_reference_format():
 def test_oracle_teacher_gives_ground_truth_tracks():
     clip = synthetic_clip(frames=4)
     labels, tracks = _shapes_labels(clip)
-    build = build_targets(OraclePropagator(tracks), clip, labels, _reliability(labels),
+    oracle = OraclePropagator({frame_key(f): m for f, m in zip(clip, tracks)})
+    build = build_targets(oracle, clip, labels, _reliability(labels),
                           TargetConfig(num_classes=4))
     for t, target in build.targets.items():
         label = target.label()
@@ -89,7 +90,8 @@ def test_no_prompt_on_the_first_frame_is_handled():
     clip = synthetic_clip(frames=4)
     labels, tracks = _shapes_labels(clip)
     rels = _reliability(labels, low_frames=(0, 1))
-    for prop in (FlowPropagator(), OraclePropagator(tracks)):
+    oracle = OraclePropagator({frame_key(f): m for f, m in zip(clip, tracks)})
+    for prop in (FlowPropagator(), oracle):
         build = build_targets(prop, clip, labels, rels, TargetConfig(num_classes=4))
         assert min(build.prompts) == 2
         assert sorted(build.targets) == [0, 1, 2, 3]
@@ -136,7 +138,7 @@ def test_sam2_teacher_with_random_weights_builds_targets(random_sam2_checkpoint,
                                        sam2_overrides=tuple(
                                            reference_summary['sam2']['shrink_overrides'])),
                            'cpu')
-    build = build_targets(factory(None), clip, labels, _reliability(labels),
+    build = build_targets(factory(), clip, labels, _reliability(labels),
                           TargetConfig(num_classes=4))
     assert build.prompts and sorted(build.targets) == [0, 1, 2]
     for target in build.targets.values():

@@ -19,6 +19,7 @@ that the update uses (before the step).
 * SAM2 refinement: no adaptation; SAM2 refines the ISS masks at every frame.
 """
 import copy
+from dataclasses import replace
 from typing import List, Sequence
 
 import numpy as np
@@ -32,9 +33,6 @@ from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.predictor import Prediction, frame_input, to_prediction
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.teacher.targets import IGNORE_INDEX, build_targets
-
-PEER_METHODS = ('tent', 'cotta', 'auxadapt', 'sam2_refine')
-
 
 class _PeerBase:
     def __init__(self, model: Segmentor, source_head: DiTTAHead, spec: InputSpec, device):
@@ -240,7 +238,7 @@ class Sam2Refine(_PeerBase):
     def __init__(self, model, source_head, spec, device, teacher, targets_cfg):
         super().__init__(model, source_head, spec, device)
         self.teacher = teacher
-        self.targets_cfg = targets_cfg
+        self.targets_cfg = replace(targets_cfg, num_classes=source_head.num_classes)
 
     @torch.no_grad()
     def predict(self, frame_rgb, adapt=False, want_confidence=False):
@@ -248,7 +246,7 @@ class Sam2Refine(_PeerBase):
         _, logits = self.source_head(self.model.features(x))
         iss = to_prediction(logits, x.shape[-2:], frame_rgb.shape[:2], want_probs=True)
         rel = reliability(iss.probs)
-        build = build_targets(self.teacher(None), [frame_rgb], [iss.label.cpu()], [rel.cpu()],
+        build = build_targets(self.teacher(), [frame_rgb], [iss.label.cpu()], [rel.cpu()],
                               self.targets_cfg)
         label = iss.label
         if build.targets:
@@ -270,4 +268,4 @@ def make_peer(method: str, model, source_head, spec, device, lr: float, seed: in
         if teacher is None or targets_cfg is None:
             raise ValueError('sam2_refine needs a SAM2 teacher')
         return Sam2Refine(model, source_head, spec, device, teacher, targets_cfg)
-    raise ValueError(f'unknown peer method {method!r}; choose one of {", ".join(PEER_METHODS)}')
+    raise ValueError(f'unknown peer method {method!r}')

@@ -14,7 +14,7 @@ from typing import Callable, Deque
 
 import numpy as np
 
-from ditta_ros.engine import CameraStream
+from ditta_ros.stream.base import StreamBase
 from ditta_ros.io.image_codec import ImageDecodeError, decode_compressed, decode_image
 from ditta_ros.labels import LabelSet
 
@@ -72,7 +72,7 @@ class StreamStats:
 class CameraWorker:
     """Keep-latest slot + worker thread for one camera."""
 
-    def __init__(self, stream: CameraStream, labels: LabelSet, compressed: bool,
+    def __init__(self, stream: StreamBase, labels: LabelSet, compressed: bool,
                  settings: OutputSettings, publish: Callable[..., None],
                  log_error: Callable[[str], None]):
         self.stream = stream

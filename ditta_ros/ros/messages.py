@@ -5,7 +5,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from sensor_msgs.msg import Image
 
-from ditta_ros.engine import Phase, StreamStatus
+from ditta_ros.stream.config import Phase, StreamStatus
 from ditta_ros.msg import AdaptationStatus, SegmentationLabels
 from ditta_ros.ros.camera import StreamStats
 

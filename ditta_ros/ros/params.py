@@ -14,7 +14,7 @@ from ditta_ros.adapt.presets import DISTILL_LOSSES, LABEL_RULES, NORM_STATS, PRE
     SERVED_HEADS
 from ditta_ros.labels import config_dir
 from ditta_ros.ros.camera import CONFIDENCE_ENCODINGS
-from ditta_ros.methods import METHODS
+from ditta_ros.stream.methods import METHOD_NAMES, method_help
 
 NOW, NEXT, RESTART = 'now', 'next adaptation', 'restart'
 
@@ -49,9 +49,7 @@ PARAMS: List[ParamDef] = [
              choices=CONFIDENCE_ENCODINGS),
     ParamDef('output.status_rate_hz', 'float', 'Rate of ~/<camera>/status and /diagnostics.',
              bounds=(0.1, 100.0)),
-    ParamDef('method', 'str', 'ditta: adapt on a warm-up, then fused inference; none: the '
-             'source model frame by frame; tent, cotta, auxadapt: peer test-time adaptation; '
-             'sam2_refine: SAM2 refines every frame (slow).', choices=METHODS),
+    ParamDef('method', 'str', method_help(), choices=METHOD_NAMES),
     ParamDef('autostart', 'bool', 'ditta_lifecycle_node only: configure and activate at start '
              '(false: wait for the lifecycle transitions, e.g. from a lifecycle manager).'),
     ParamDef('start', 'str', 'immediate: the warm-up starts with the first frame; '

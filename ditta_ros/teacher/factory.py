@@ -1,13 +1,16 @@
-"""Choose the stage-B teacher by name: `sam2` (the paper's), `flow` (no weights), `oracle`."""
+"""Choose the stage-B teacher by name: `sam2` (the paper's) or `flow` (no weights); or build the
+`oracle` (ground-truth tracks) from a labelled video, for offline evaluation."""
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 
-from ditta_ros.teacher.mask_propagators import FlowPropagator, OraclePropagator
+from ditta_ros.teacher.mask_propagators import FlowPropagator, OraclePropagator, frame_key
 from ditta_ros.teacher.targets import Propagator
 
-TEACHERS = ('sam2', 'flow', 'oracle')
+TEACHERS = ('sam2', 'flow')  # what a node can run; the oracle needs ground truth (oracle_teacher)
+
+TeacherFactory = Callable[[], Propagator]  # a fresh propagator for each warm-up clip
 
 
 @dataclass(frozen=True)
@@ -21,19 +24,10 @@ class TeacherSpec:
     flow_max_side: int = 512
 
 
-def make_teacher(spec: TeacherSpec, device: str
-                 ) -> Callable[[Optional[Sequence[np.ndarray]]], Propagator]:
-    """A factory of propagators for one warm-up clip each; heavy models are loaded once here.
-    The factory takes the clip's ground-truth track maps (used by the oracle only)."""
+def make_teacher(spec: TeacherSpec, device: str) -> TeacherFactory:
+    """A factory of propagators for one warm-up clip each; heavy models are loaded once here."""
     if spec.name == 'flow':
-        return lambda track_maps: FlowPropagator(spec.flow_max_side)
-    if spec.name == 'oracle':
-        def oracle(track_maps):
-            if track_maps is None:
-                raise ValueError('the oracle teacher needs ground-truth track maps with the '
-                                 'warm-up frames (offline evaluation only)')
-            return OraclePropagator(track_maps)
-        return oracle
+        return lambda: FlowPropagator(spec.flow_max_side)
     if spec.name == 'sam2':
         import os
         if not spec.sam2_checkpoint or not os.path.isfile(spec.sam2_checkpoint):
@@ -47,6 +41,14 @@ def make_teacher(spec: TeacherSpec, device: str
                                'sam2==1.1.0 or use teacher "flow"') from exc
         predictor = build_predictor(spec.sam2_config, spec.sam2_checkpoint, device,
                                     spec.sam2_overrides)
-        return lambda track_maps: SAM2Propagator(predictor)
+        return lambda: SAM2Propagator(predictor)
     raise ValueError(f'unknown teacher {spec.name!r}; choose one of {", ".join(TEACHERS)}')
 
+
+
+def oracle_teacher(frames: Sequence[np.ndarray], track_maps: Dict[int, np.ndarray]
+                   ) -> TeacherFactory:
+    """The oracle teacher of one labelled video: `track_maps[i]` are frame i's ground-truth track
+    ids (e.g. a Video's instance_ids); warm-up frames are matched to them by content."""
+    tracks = {frame_key(frames[i]): m for i, m in track_maps.items()}
+    return lambda: OraclePropagator(tracks)

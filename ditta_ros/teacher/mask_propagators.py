@@ -10,10 +10,12 @@ same prompt / merge / vote / render code as the SAM2 teacher.
   to at most `flow_max_side` pixels on their long side) with nearest sampling.
 * `OraclePropagator` (for measuring the adaptation apart from the teacher): masks are the
   ground-truth track (instance or stuff region) under the prompt point, followed by its id;
-  what a perfect SAM2 would return.
+  what a perfect SAM2 would return. It finds each warm-up frame's track map by the frame's
+  content (`frame_key`), so a stream hands it frames only, as it does any teacher.
 """
+import hashlib
 from collections import OrderedDict
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -104,20 +106,30 @@ class FlowPropagator(_MaskDictPropagator):
         self._flows.clear()
 
 
-class OraclePropagator(_MaskDictPropagator):
-    """Ground-truth tracks: `track_maps[t]` holds a per-pixel id that names the same object in
-    every frame (e.g. Cityscapes instanceIds). Pixels whose id is in `void_ids` are no object."""
+def frame_key(frame: np.ndarray) -> bytes:
+    """A digest of a frame's pixels: how the oracle finds a warm-up frame's track map."""
+    return hashlib.blake2b(np.ascontiguousarray(frame).tobytes(), digest_size=16).digest()
 
-    def __init__(self, track_maps: Sequence[np.ndarray], void_ids: Sequence[int] = (0,)):
+
+class OraclePropagator(_MaskDictPropagator):
+    """Ground-truth tracks: `tracks[frame_key(frame)]` holds a per-pixel id that names the same
+    object in every frame (e.g. Cityscapes instanceIds). Pixels whose id is in `void_ids` are no
+    object."""
+
+    def __init__(self, tracks: Mapping[bytes, np.ndarray], void_ids: Sequence[int] = (0,)):
         super().__init__()
-        self.track_maps = [np.asarray(m) for m in track_maps]
+        self.tracks = tracks
+        self.track_maps: List[np.ndarray] = []
         self.void_ids = set(void_ids)
         self._keys: Dict[int, int] = {}
 
     def start(self, frames, labels):
-        if len(self.track_maps) < len(frames):
-            raise ValueError(f'oracle teacher: {len(self.track_maps)} track maps for '
-                             f'{len(frames)} warm-up frames')
+        found = [self.tracks.get(frame_key(frame)) for frame in frames]
+        missing = sum(m is None for m in found)
+        if missing:
+            raise ValueError(f'oracle teacher: {missing} of {len(frames)} warm-up frames have no '
+                             'ground-truth track map')
+        self.track_maps = [np.asarray(m) for m in found]
         self.frame_hw = tuple(frames[0].shape[:2])
         self.objects.clear()
         self._keys = {}

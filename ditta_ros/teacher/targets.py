@@ -32,8 +32,9 @@ IGNORE_INDEX = 255
 
 @dataclass(frozen=True)
 class TargetConfig:
-    """Stage-B hyper-parameters (reference defaults)."""
-    num_classes: int
+    """Stage-B hyper-parameters (reference defaults). The class count is the model's: the
+    streams fill it in (0 until then)."""
+    num_classes: int = 0
     max_track: int = 100
     frame0_threshold: float = 0.8
     later_threshold: float = 0.8
@@ -260,6 +261,8 @@ def build_targets(prop: Propagator, frames: Sequence[np.ndarray], preds: Sequenc
                   rels: Sequence[torch.Tensor], cfg: TargetConfig) -> TargetBuild:
     """Run stage B on a warm-up clip. `preds`/`rels`: stage-A label and reliability per frame
     (CPU tensors at frame resolution). No reliable prompt anywhere -> no targets."""
+    if cfg.num_classes <= 0:
+        raise ValueError('TargetConfig.num_classes is not set (take it from the model)')
     preds = [p.cpu() for p in preds]
     rels = [r.cpu() for r in rels]
     frame_hw = tuple(preds[0].shape)

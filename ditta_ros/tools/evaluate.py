@@ -25,11 +25,11 @@ from ditta_ros import settings
 from ditta_ros.evaluation import MethodScores, VideoRun, run_offline, warmup_frames_for
 from ditta_ros.io.video import load_videos
 from ditta_ros.labels import load_label_set
-from ditta_ros.methods import METHODS, NEEDS_TEACHER
 from ditta_ros.model.build import build_model
 from ditta_ros.ros.params import load_parameters
 from ditta_ros.runtime import configure_process
-from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+from ditta_ros.stream.methods import METHOD_NAMES, METHODS, parse_methods
+from ditta_ros.teacher.factory import make_teacher, oracle_teacher
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('-p', '--param', action='append', default=[], metavar='NAME:=VALUE',
                    help='override one parameter, e.g. -p teacher.name:=flow')
     p.add_argument('--methods', default='none,ditta',
-                   help=f'comma-separated, of: {", ".join(METHODS)}')
+                   help=f'comma-separated, of: {", ".join(METHOD_NAMES)}')
     group = p.add_mutually_exclusive_group()
     group.add_argument('--warmup-ratio', type=float, default=None,
                        help='warm-up share of each video in %% (paper: 10, 25, 50; default 10)')
@@ -81,7 +81,7 @@ def parse_overrides(items):
 
 def run_dds(args, params, videos, methods, warmups, tick):
     import os
-    from ditta_ros.ros.replay import Client, NodeProcess, dds_environment, replay_video
+    from ditta_ros.tools.replay import Client, NodeProcess, dds_environment, replay_video
     runs = {m: [] for m in methods}
     if not args.attach:  # our own node: loopback only, in a domain of our own
         os.environ.update(dds_environment())
@@ -138,15 +138,16 @@ def run_offline_all(args, params, videos, methods, warmups, tick):
     model = build_model(settings.model_spec(params, labels), device).eval()
     spec = settings.input_spec(params)
     teacher = None
-    if any(m in NEEDS_TEACHER for m in methods):
-        teacher_spec = TeacherSpec(name='oracle') if args.oracle else settings.teacher_spec(params)
-        teacher = make_teacher(teacher_spec, device)
+    if any(METHODS[m].needs_teacher for m in methods) and not args.oracle:
+        teacher = make_teacher(settings.teacher_spec(params), device)
     runs = {m: [] for m in methods}
     for video, warmup in zip(videos, warmups):
+        if args.oracle:
+            teacher = oracle_teacher(video.frames, video.instance_ids)
         for method in methods:
             p = dict(params, method=method, **{'warmup.frames': warmup, 'warmup.seconds': 0.0,
                                                'warmup.stride': 1, 'start': 'immediate'})
-            cfg = settings.engine_config(p, labels)
+            cfg = settings.engine_config(p)
             runs[method].append(run_offline(video, model, spec, cfg, teacher, device,
                                             not args.no_wait, progress=tick,
                                             class_names=labels.class_names))
@@ -155,10 +156,10 @@ def run_offline_all(args, params, videos, methods, warmups, tick):
 
 def evaluate(args) -> dict:
     params = load_parameters(args.params, parse_overrides(args.param))
-    methods = [m.strip() for m in args.methods.split(',') if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise SystemExit(f'error: unknown method(s) {unknown}; choose from {", ".join(METHODS)}')
+    try:
+        methods = parse_methods(args.methods)
+    except ValueError as exc:
+        raise SystemExit(f'error: {exc}') from None
     if args.oracle and not args.offline:
         raise SystemExit('error: --oracle needs --offline (the node has no ground truth)')
     videos = load_videos(args.data, args.split)[:args.max_videos]

@@ -11,16 +11,16 @@ On the warm-up frames of one video, for the pixels the source model labels with 
 and, against the ground truth of the frames after the warm-up, the class's IoU for the source
 model, the adapted plain branch and the adapted fused output. Used by `ditta-quality --trace`.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
 
 from ditta_ros.adapt.ditta import WarmupClip, adapt, distillation_label
-from ditta_ros.engine import EngineConfig
 from ditta_ros.metrics import ConfusionMatrix
 from ditta_ros.predictor import FramePredictor
+from ditta_ros.stream.config import EngineConfig
 from ditta_ros.teacher.targets import build_targets
 
 
@@ -59,7 +59,8 @@ def trace_video(video, warmup: int, model, spec, cfg: EngineConfig, teacher, cla
     reliabilities = [p.confidence.cpu() for p in stage_a]
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
-    built = build_targets(teacher(None), frames, source, reliabilities, cfg.targets)
+    built = build_targets(teacher(), frames, source, reliabilities,
+                          replace(cfg.targets, num_classes=model.num_classes))
     order = sorted(built.targets)
     keep_confident = cfg.adapt.label_rule == 'keep_confident'
     target_labels = [distillation_label(source[i], built.targets[i]) for i in order]

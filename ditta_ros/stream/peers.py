@@ -1,26 +1,32 @@
-"""Streams for the peer methods (TENT, CoTTA, AuxAdapt, SAM2 refinement), with the same
-interface as the DiTTA `CameraStream`, so the node, ditta-eval and ditta-bench swap them freely.
+"""The stream of a peer method (TENT, CoTTA, AuxAdapt, SAM2 refinement), with the interface of
+the DiTTA stream, so the node, ditta-eval and ditta-bench swap them freely.
 
 The continuous methods update on every frame (`EngineConfig.continuous`), phase `adapting`;
 or only on the warm-up frames (phase `warmup`), then they are frozen (phase `adapted`).
 `start_adaptation` starts over from the source weights; `reset` returns to them and stops.
 SAM2 refinement never adapts (phase `source`).
 """
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ditta_ros.engine import EngineConfig, Phase, StreamBase
+from ditta_ros.adapt.peers import make_peer
+from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.predictor import Prediction
+from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream.base import StreamBase
+from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
 
 
-class OnlineStream(StreamBase):
-    def __init__(self, name, model, spec, cfg: EngineConfig, make_method: Callable[[], object],
-                 device='cpu', on_phase_change=None, class_names=None):
+class PeerStream(StreamBase):
+    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
+                 adapts: bool, teacher=None, device='cpu',
+                 on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
+                 class_names: Optional[Sequence[str]] = None):
         super().__init__(name, model, spec, cfg, device, on_phase_change, class_names)
-        self._make_method = make_method
-        self._method = make_method()
-        self._adapts = cfg.method != 'sam2_refine'
+        self._teacher = teacher
+        self._adapts = adapts
+        self._method = self._fresh_method()
         self._frames = 0
         with self._locked():
             if self._adapts and cfg.start_immediately:
@@ -28,13 +34,20 @@ class OnlineStream(StreamBase):
             elif self._adapts:
                 self._set_phase_locked(Phase.WAITING)
 
+    def _fresh_method(self):
+        """The peer method, starting from the source weights."""
+        cfg = self.cfg
+        return make_peer(cfg.method, self.model, self.model.decode_head, self.spec, self.device,
+                         cfg.peer_lr, cfg.seed if cfg.seed is not None else 0, self._teacher,
+                         cfg.targets)
+
     @property
     def adapted(self) -> bool:
         return self._status.phase in (Phase.ADAPTING, Phase.ADAPTED, Phase.WARMUP)
 
     def _begin_locked(self) -> None:
         self._active = self.cfg
-        self._method = self._make_method()
+        self._method = self._fresh_method()
         self._frames = 0
         self._status.frames_collected = 0
         self._status.frames_required = 0 if self._active.continuous \
@@ -50,12 +63,12 @@ class OnlineStream(StreamBase):
 
     def reset(self) -> str:
         with self._locked():
-            self._method = self._make_method()
+            self._method = self._fresh_method()
             self._set_phase_locked(Phase.SOURCE)
         return f'{self.name}: source weights restored'
 
-    def process(self, frame_rgb: np.ndarray, stamp: float, want_confidence: bool = False,
-                track_map: Optional[np.ndarray] = None) -> Prediction:
+    def process(self, frame_rgb: np.ndarray, stamp: float,
+                want_confidence: bool = False) -> Prediction:
         with self._locked():
             self._check_continuity_locked(frame_rgb.shape[:2], stamp)
             phase = self._status.phase

@@ -18,6 +18,9 @@ import yaml
 from ditta_ros.labels import config_dir
 
 
+class ReplayError(RuntimeError):
+    """The node under replay did not do what was awaited (exited, timed out, did not answer)."""
+
 
 def dds_environment() -> Dict[str, str]:
     """Keep traffic on this machine, in a domain of this process (and its children) alone.
@@ -87,9 +90,9 @@ class NodeProcess:
             if text in out:
                 return out
             if self.proc.poll() is not None:
-                raise AssertionError(f'node exited ({self.proc.returncode}) before {text!r}:\n{out}')
+                raise ReplayError(f'node exited ({self.proc.returncode}) before {text!r}:\n{out}')
             time.sleep(0.1)
-        raise AssertionError(f'{text!r} not in node log after {timeout} s:\n{self.log()}')
+        raise ReplayError(f'{text!r} not in node log after {timeout} s:\n{self.log()}')
 
     def wait_exit(self, timeout: float) -> int:
         code = self.proc.wait(timeout)
@@ -105,14 +108,14 @@ class NodeProcess:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
-                raise AssertionError(f'node did not exit within {timeout} s of {sig}:\n'
+                raise ReplayError(f'node did not exit within {timeout} s of {sig}:\n'
                                      f'{self.log()}')
         self._log.close()
         return self.proc.returncode
 
 
 class Client:
-    """An rclpy node in the test process, spun by a background thread."""
+    """An rclpy node of this process (a tool or a test), spun by a background thread."""
 
     def __init__(self, name: str = 'ditta_replay_client'):
         import rclpy
@@ -154,13 +157,13 @@ class Client:
     def call(self, srv_type, name: str, request, timeout: float = 30.0):
         client = self.node.create_client(srv_type, name)
         if not client.wait_for_service(timeout_sec=timeout):
-            raise AssertionError(f'service {name} not available')
+            raise ReplayError(f'service {name} not available')
         future = client.call_async(request)
         deadline = time.monotonic() + timeout
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.02)
         if not future.done():
-            raise AssertionError(f'service {name} did not answer in {timeout} s')
+            raise ReplayError(f'service {name} did not answer in {timeout} s')
         return future.result()
 
 
@@ -170,7 +173,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60.0, what: str =
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
+    raise ReplayError(f'timed out after {timeout} s waiting for {what}')
 
 
 def image_message(frame: np.ndarray, stamp_s: float, frame_id: str = 'camera'):

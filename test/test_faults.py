@@ -1,4 +1,4 @@
-"""Reliability: fuzzed messages, faults during adaptation, memory budget, divergence, soak."""
+"""Faults: fuzzed messages, faults during adaptation, memory budget, divergence, soak."""
 import gc
 import time
 from types import SimpleNamespace
@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.guard import collapse_reason
-from ditta_ros.engine import CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.io.image_codec import (SUPPORTED_ENCODINGS, ImageDecodeError, decode_compressed,
                                       decode_image, encode_compressed)
 from ditta_ros.model.build import build_model
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.methods import make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
 
@@ -59,7 +60,7 @@ def stream_with(model, worker, teacher=None, **cfg):
     cfg.setdefault('targets', TargetConfig(num_classes=19, frame0_threshold=0.5,
                                            later_threshold=0.5))
     teacher = teacher or make_teacher(TeacherSpec(name='flow'), 'cpu')
-    return CameraStream('cam', model, SPEC, EngineConfig(**cfg), worker, teacher)
+    return make_stream('cam', model, SPEC, EngineConfig(**cfg), teacher, worker)
 
 
 def run_warmup(stream, frames, start=0.0):
@@ -76,11 +77,11 @@ def test_a_failing_teacher_fails_the_adaptation_then_a_new_one_succeeds(tiny_mod
     flow = make_teacher(TeacherSpec(name='flow'), 'cpu')
     calls = []
 
-    def flaky(track_maps):
+    def flaky():
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError('SAM2 exploded')
-        return flow(track_maps)
+        return flow()
 
     stream = stream_with(tiny_model, worker, teacher=flaky)
     clip = synthetic_clip(frames=6)

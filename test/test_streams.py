@@ -1,4 +1,4 @@
-"""The online engine: phases, background adaptation, swap, restart/reset, save/load, time."""
+"""The DiTTA camera stream: phases, background adaptation, swap, restart/reset, save/load, time."""
 import threading
 import time
 
@@ -8,9 +8,11 @@ import torch
 from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.decoder_io import load_decoder, save_decoder
-from ditta_ros.engine import AdaptationWorker, CameraStream, EngineConfig, Phase, WarmupConfig
 from ditta_ros.model.build import CheckpointError, build_model
 from ditta_ros.preprocess import InputSpec
+from ditta_ros.stream import methods
+from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.worker import AdaptationWorker
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
 
@@ -23,8 +25,8 @@ def make_stream(model, worker, phases=None, **cfg):
     cfg.setdefault('targets', TargetConfig(num_classes=19, frame0_threshold=0.5,
                                            later_threshold=0.5))
     teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
-    return CameraStream('cam', model, SPEC, EngineConfig(**cfg), worker, teacher,
-                        on_phase_change=(lambda s: phases.append(s.phase)) if phases is not None
+    return methods.make_stream('cam', model, SPEC, EngineConfig(**cfg), teacher, worker,
+                               on_phase_change=(lambda s: phases.append(s.phase)) if phases is not None
                         else None)
 
 
@@ -281,10 +283,10 @@ def test_a_slow_phase_handler_does_not_delay_frames(tiny_model, worker):
             release.wait(20)
 
     teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
-    stream = CameraStream('cam', tiny_model, SPEC, EngineConfig(
+    stream = methods.make_stream('cam', tiny_model, SPEC, EngineConfig(
         warmup=WarmupConfig(frames=4), adapt=AdaptConfig(passes=1),
         targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
-        worker, teacher, on_phase_change=slow_handler)
+        teacher, worker, on_phase_change=slow_handler)
     clip = synthetic_clip(frames=6)
     feed(stream, clip[:4])
     try:
