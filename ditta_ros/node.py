@@ -335,7 +335,7 @@ class DittaNodeBase:
     def _publish_status(self, name: str, status: StreamStatus) -> None:
         worker = self.cameras[name]
         self._publish(self._status_pubs[name], lambda: messages.status_msg(
-            status, worker.stats, self.get_clock().now().to_msg(), worker.last_frame_id,
+            status, worker.traffic, self.get_clock().now().to_msg(), worker.last_frame_id,
             self.teacher_name, time.monotonic()))
 
     def _publish_all_status(self) -> None:
@@ -346,7 +346,7 @@ class DittaNodeBase:
             status = worker.stream.status()
             self._publish_status(name, status)
             diagnostics.status.append(messages.diagnostic_status(self.get_name(), status,
-                                                                 worker.stats, now))
+                                                                 worker.traffic, now))
         self._publish(self.diagnostics_pub, lambda: diagnostics)
 
     # ------------------------------------------------------------------ services

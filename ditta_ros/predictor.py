@@ -18,33 +18,13 @@ from typing import List, Optional, Tuple
 import numpy as np
 import torch
 
-from ditta_ros.inference import class_ids, pixel_outputs
 from ditta_ros.model.addon import FoldedAddon
 from ditta_ros.model.heads import DiTTAHead
-from ditta_ros.model.segmentor import Segmentor, resize_logits
+from ditta_ros.model.segmentor import Segmentor
+from ditta_ros.prediction import PAPER_TAU, Prediction, to_prediction
 from ditta_ros.preprocess import InputSpec, prepare_frame
 
 PRECISIONS = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-
-
-@dataclass
-class Prediction:
-    """One frame's output: class ids (uint8-ready int64) and optionally the confidence map."""
-    label: torch.Tensor                  # [H, W] int64
-    confidence: Optional[torch.Tensor]   # [H, W] float32 in 0..1 (reliability), if asked
-    probs: Optional[torch.Tensor] = None  # [C, H, W] output probabilities, if asked
-    fused: bool = False
-
-
-def to_prediction(logits: torch.Tensor, input_hw, frame_hw, tau: float = 0.8,
-                  want_confidence: bool = False, want_probs: bool = False) -> Prediction:
-    """Decoder-grid logits [1 or 2, C, h, w] (plain, add-on) -> the frame's prediction: resized
-    to the input then to the frame size, fused by reliability when there are two branches."""
-    if logits.shape[0] == 1 and not (want_confidence or want_probs):
-        return Prediction(class_ids(resize_logits(logits, input_hw, frame_hw)[0]), None)
-    out = pixel_outputs(resize_logits(logits, input_hw, frame_hw), tau, want_confidence,
-                        want_probs)
-    return Prediction(out.label, out.confidence, out.probs, fused=logits.shape[0] == 2)
 
 
 def frame_input(frame_rgb: np.ndarray, spec: InputSpec, device) -> torch.Tensor:
@@ -64,7 +44,7 @@ class _Previous:
 class FramePredictor:
     """Stateful per-stream inference: call `predict` on consecutive frames of one stream."""
 
-    def __init__(self, model: Segmentor, spec: InputSpec, device='cpu', tau: float = 0.8,
+    def __init__(self, model: Segmentor, spec: InputSpec, device='cpu', tau: float = PAPER_TAU,
                  precision: str = 'fp32'):
         if precision not in PRECISIONS:
             raise ValueError(f'unknown precision {precision!r}; choose one of {list(PRECISIONS)}')
@@ -107,7 +87,7 @@ class FramePredictor:
 
     @torch.no_grad()
     def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,
-                want_confidence: bool = False, want_probs: bool = False) -> Prediction:
+                want_reliability: bool = False, want_probs: bool = False) -> Prediction:
         """Predict one frame with `head` (eval mode); `fused` uses the add-on (stage D)."""
         frame_hw = frame_rgb.shape[:2]
         x = frame_input(frame_rgb, self.spec, self.device)
@@ -129,4 +109,4 @@ class FramePredictor:
         if fused:
             self._prev.head, self._prev.logits = head, logits
             self._prev.key = self._key(addon_maps, embedding)
-        return to_prediction(out, x.shape[-2:], frame_hw, self.tau, want_confidence, want_probs)
+        return to_prediction(out, x.shape[-2:], frame_hw, self.tau, want_reliability, want_probs)

@@ -4,8 +4,8 @@ import torch
 
 import pytest
 
-from ditta_ros import inference
-from ditta_ros.inference import entropy, pixel_outputs, reliability
+from ditta_ros import prediction
+from ditta_ros.prediction import entropy, pixel_outputs, reliability
 
 
 def _probs(seed: int, classes=6, h=9, w=13, sharpness=4.0) -> torch.Tensor:
@@ -60,14 +60,14 @@ def test_row_blocks_give_the_values_of_whole_maps(monkeypatch, branches):
     """Blocks of a few rows (the last one shorter) against one block of the whole frame: the
     same classes, probabilities and reliabilities up to a float's last bits."""
     logits = _logits(3, branches=branches, classes=19, h=37, w=53, sharpness=3.0)
-    whole = pixel_outputs(logits, 0.7, want_confidence=True, want_probs=True)
-    monkeypatch.setattr(inference, 'ROW_BLOCK_FLOATS', branches * 19 * 53 * 4)
-    blocks = pixel_outputs(logits, 0.7, want_confidence=True, want_probs=True)
+    whole = pixel_outputs(logits, 0.7, want_reliability=True, want_probs=True)
+    monkeypatch.setattr(prediction, 'ROW_BLOCK_FLOATS', branches * 19 * 53 * 4)
+    blocks = pixel_outputs(logits, 0.7, want_reliability=True, want_probs=True)
     assert torch.equal(whole.label, blocks.label)
     torch.testing.assert_close(whole.probs, blocks.probs, atol=1e-6, rtol=0)
-    torch.testing.assert_close(whole.confidence, blocks.confidence, atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole.reliability, blocks.reliability, atol=1e-6, rtol=0)
     assert torch.equal(whole.label, whole.probs.max(0).indices)
-    torch.testing.assert_close(whole.confidence, reliability(whole.probs), atol=1e-6, rtol=0)
+    torch.testing.assert_close(whole.reliability, reliability(whole.probs), atol=1e-6, rtol=0)
     if branches == 1:
         torch.testing.assert_close(whole.probs, torch.softmax(logits[0], dim=0), atol=1e-6,
                                    rtol=0)

@@ -24,9 +24,9 @@ CHECK = HarmCheck()
 
 def source_outputs(model, frames):
     predictor = FramePredictor(model, SPEC, 'cpu')
-    out = [predictor.predict(model.decode_head, f, fused=False, want_confidence=True)
+    out = [predictor.predict(model.decode_head, f, fused=False, want_reliability=True)
            for f in frames]
-    return [p.label for p in out], [p.confidence for p in out]
+    return [p.label for p in out], [p.reliability for p in out]
 
 
 def victim_class(model, frames) -> int:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_spec
 from ditta_ros.model.build import CheckpointError, ModelSpec, build_model
-from ditta_ros.model.segmentor import resize_logits
+from ditta_ros.prediction import resize_logits
 
 
 def _state_in_reference_layout(model):

@@ -81,8 +81,8 @@ def test_sam2_refine_paints_teacher_masks_over_the_iss_labels(tiny_model):
     refine = Sam2Refine(tiny_model, tiny_model.decode_head, SPEC, 'cpu', teacher,
                         TargetConfig(num_classes=19, frame0_threshold=0.3))
     frame = synthetic_clip(frames=1)[0]
-    prediction = refine.predict(frame, adapt=False, want_confidence=True)
-    assert prediction.label.shape == frame.shape[:2] and prediction.confidence is not None
+    prediction = refine.predict(frame, adapt=False, want_reliability=True)
+    assert prediction.label.shape == frame.shape[:2] and prediction.reliability is not None
 
 
 @pytest.mark.parametrize('method', ['tent', 'cotta', 'auxadapt'])

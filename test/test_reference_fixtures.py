@@ -10,10 +10,10 @@ import torch
 
 from conftest import reference_spec
 from ditta_ros.adapt.ditta import AdaptConfig, WarmupClip, adapt, distillation_label
-from ditta_ros.inference import iss_prediction
+from ditta_ros.prediction import iss_prediction
 from ditta_ros.metrics import ConfusionMatrix, mean_vc, video_consistency_scores
 from ditta_ros.model.build import build_model
-from ditta_ros.model.segmentor import resize_logits
+from ditta_ros.prediction import resize_logits
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec, prepare_frame
 from ditta_ros.teacher.targets import Target, TargetConfig, build_targets

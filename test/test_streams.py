@@ -185,9 +185,9 @@ def test_flow_teacher_adaptation_on_a_synthetic_drive_lowers_the_losses(tiny_mod
     from ditta_ros.teacher.targets import build_targets
     frames = [f.image for f in generate(SequenceSpec(width=128, height=64, frames=4, seed=2))]
     predictor = FramePredictor(tiny_model, SPEC)
-    stage_a = [predictor.predict(tiny_model.decode_head, f, fused=False, want_confidence=True)
+    stage_a = [predictor.predict(tiny_model.decode_head, f, fused=False, want_reliability=True)
                for f in frames]
-    clip = WarmupClip(frames, [p.label for p in stage_a], [p.confidence for p in stage_a])
+    clip = WarmupClip(frames, [p.label for p in stage_a], [p.reliability for p in stage_a])
     build = build_targets(FlowPropagator(), frames, clip.labels, clip.reliabilities,
                           TargetConfig(num_classes=19, frame0_threshold=0.5,
                                        later_threshold=0.5))
@@ -233,8 +233,8 @@ def test_reduced_precision_inference_covers_the_addon(tiny_model, precision):
     head, dtype = tiny_model.decode_head, PRECISIONS[precision]
     reduced = FramePredictor(tiny_model, SPEC, precision=precision)
     for frame in synthetic_clip(frames=3, height=64, width=96, seed=4):
-        got = reduced.predict(head, frame, fused=True, want_confidence=True)
-    assert got.fused and got.confidence.dtype == torch.float32
+        got = reduced.predict(head, frame, fused=True, want_reliability=True)
+    assert got.fused and got.reliability.dtype == torch.float32
     assert reduced._prev.key.dtype == dtype
     torch.manual_seed(0)
     embedding, value = torch.randn(2, 32, 12, 20), torch.randn(19, 12, 20) * 5

@@ -33,7 +33,8 @@ from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.adapt.upsampled_features import UpsampledNormalisedFeatures
 from ditta_ros.model.addon import recomputed
 from ditta_ros.model.heads import DiTTAHead
-from ditta_ros.model.segmentor import Segmentor, resize_logits
+from ditta_ros.model.segmentor import Segmentor
+from ditta_ros.prediction import resize_logits
 from ditta_ros.preprocess import InputSpec, prepare_frame
 from ditta_ros.runtime import release_freed_memory
 from ditta_ros.teacher.targets import IGNORE_INDEX, Target

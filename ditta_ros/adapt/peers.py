@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ditta_ros.inference import reliability
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
-from ditta_ros.predictor import Prediction, frame_input, to_prediction
+from ditta_ros.prediction import Prediction, reliability, to_prediction
+from ditta_ros.predictor import frame_input
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.teacher.targets import IGNORE_INDEX, build_targets
 
@@ -45,7 +45,7 @@ class _PeerBase:
         return frame_input(frame_rgb, self.spec, self.device)
 
     def predict(self, frame_rgb: np.ndarray, adapt: bool,
-                want_confidence: bool = False) -> Prediction:
+                want_reliability: bool = False) -> Prediction:
         raise NotImplementedError
 
 
@@ -74,14 +74,14 @@ class Tent(_PeerBase):
             raise ValueError('TENT needs BatchNorm layers in the decode head; this head has none')
         self.optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
 
-    def predict(self, frame_rgb, adapt, want_confidence=False):
+    def predict(self, frame_rgb, adapt, want_reliability=False):
         x = self._input(frame_rgb)
         with torch.set_grad_enabled(adapt):
             _, logits = self.head(self.model.features(x))
             if adapt:
                 step(self.optimizer, softmax_entropy(logits).mean())
         return to_prediction(logits.detach(), x.shape[-2:], frame_rgb.shape[:2],
-                             want_confidence=want_confidence)
+                             want_reliability=want_reliability)
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -156,7 +156,7 @@ class CoTTA(_PeerBase):
             keep = torch.rand(param.shape, generator=self.generator) >= self.restore_prob
             param.copy_(torch.where(keep.to(param.device), param, source))
 
-    def predict(self, frame_rgb, adapt, want_confidence=False):
+    def predict(self, frame_rgb, adapt, want_reliability=False):
         x = self._input(frame_rgb)
         features = self.model.features(x)
         with torch.no_grad():
@@ -172,7 +172,7 @@ class CoTTA(_PeerBase):
             if step(self.optimizer, symmetric_cross_entropy(student_logits, teacher)):
                 self._after_step()
         return to_prediction(torch.log(teacher.clamp_min(1e-12)), x.shape[-2:],
-                             frame_rgb.shape[:2], want_confidence=want_confidence)
+                             frame_rgb.shape[:2], want_reliability=want_reliability)
 
 
 class AuxiliaryNet(nn.Module):
@@ -213,7 +213,7 @@ class AuxAdapt(_PeerBase):
             self.aux = AuxiliaryNet(self.source_head.num_classes, stride).to(self.device)
         self.optimizer = torch.optim.Adam(self.aux.parameters(), lr=self.lr, betas=(0.9, 0.999))
 
-    def predict(self, frame_rgb, adapt, want_confidence=False):
+    def predict(self, frame_rgb, adapt, want_reliability=False):
         x = self._input(frame_rgb)
         with torch.no_grad():
             _, main = self.source_head(self.model.features(x))
@@ -226,7 +226,7 @@ class AuxAdapt(_PeerBase):
                 pseudo = combined.detach().max(1).indices
                 step(self.optimizer, F.cross_entropy(combined, pseudo))
         return to_prediction(combined.detach(), x.shape[-2:], frame_rgb.shape[:2],
-                             want_confidence=want_confidence)
+                             want_reliability=want_reliability)
 
 
 class Sam2Refine(_PeerBase):
@@ -241,7 +241,7 @@ class Sam2Refine(_PeerBase):
         self.targets_cfg = replace(targets_cfg, num_classes=source_head.num_classes)
 
     @torch.no_grad()
-    def predict(self, frame_rgb, adapt=False, want_confidence=False):
+    def predict(self, frame_rgb, adapt=False, want_reliability=False):
         x = self._input(frame_rgb)
         _, logits = self.source_head(self.model.features(x))
         iss = to_prediction(logits, x.shape[-2:], frame_rgb.shape[:2], want_probs=True)
@@ -252,7 +252,7 @@ class Sam2Refine(_PeerBase):
         if build.targets:
             refined = build.targets[0].label().to(label.device)
             label = torch.where(refined != IGNORE_INDEX, refined, label)
-        return Prediction(label, rel if want_confidence else None)
+        return Prediction(label, rel if want_reliability else None)
 
 
 def make_peer(method: str, model, source_head, spec, device, lr: float, seed: int = 0,

@@ -8,9 +8,12 @@
   change with its own ablation row there.
 
 `fusion_tau` is stage D's (the node parameter fusion.tau) and `harm_check` the do-no-harm check's
-(adapt.harm_check; the reference has none); every other entry is an AdaptConfig field. The robust preset serves the adapted plain branch alone (tau 0): at the scale measured the
-add-on's fusion smoothed the masks but cost accuracy, thin classes first.
+(adapt.harm_check; the reference has none); every other entry is an AdaptConfig field. The
+robust preset serves the adapted plain branch alone (tau 0): at the scale measured the add-on's
+fusion smoothed the masks but cost accuracy, thin classes first.
 """
+from ditta_ros.prediction import PAPER_TAU
+
 DISTILL_LOSSES = ('reference', 'balanced')
 LABEL_RULES = ('override', 'keep_confident')
 NORM_STATS = ('batch', 'source')
@@ -19,7 +22,7 @@ SERVED_HEADS = ('live', 'momentum')
 PRESETS = {
     'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, distill_loss='reference',
                       label_rule='override', keep_reliability=0.9, norm_stats='batch',
-                      serve='live', fusion_tau=0.8, harm_check=False),
+                      serve='live', fusion_tau=PAPER_TAU, harm_check=False),
     'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, distill_loss='balanced',
                    label_rule='keep_confident', keep_reliability=0.9, norm_stats='source',
                    serve='live', fusion_tau=0.0, harm_check=True),

@@ -6,10 +6,9 @@ head during adaptation), so one backbone pass can feed any of them.
 """
 import hashlib
 from dataclasses import dataclass, asdict
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ditta_ros.model.addon import recomputed
@@ -39,18 +38,6 @@ def fingerprint(module: nn.Module) -> str:
         sample = flat[:: max(1, flat.numel() // 64)][:64].to(torch.float64).cpu().numpy()
         digest.update(sample.tobytes())
     return digest.hexdigest()[:16]
-
-
-def resize_logits(logits: torch.Tensor, input_hw: Sequence[int],
-                  frame_hw: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize to the network input size, then to the frame size (two steps, as the
-    reference does: the result differs from one direct resize). A step to the size the logits
-    already have is skipped: at scale 1 bilinear resampling returns its input exactly, and the
-    full-resolution pass it would cost is a tenth of a 1024x512 frame on a CPU."""
-    for size in (tuple(input_hw), tuple(frame_hw)):
-        if tuple(logits.shape[-2:]) != size:
-            logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
-    return logits
 
 
 class Segmentor(nn.Module):

@@ -41,7 +41,7 @@ def confidence_image(confidence, encoding: str) -> np.ndarray:
 
 
 @dataclass
-class StreamStats:
+class CameraTraffic:
     """Counters and recent timings of one camera (read by status and diagnostics)."""
     received: int = 0
     processed: int = 0
@@ -81,7 +81,7 @@ class CameraWorker:
         self.settings = settings
         self.publish = publish          # publish(header, label, color, confidence)
         self.log_error = log_error
-        self.stats = StreamStats()
+        self.traffic = CameraTraffic()
         self.last_frame_id = ''
         self._slot = None
         self._cond = threading.Condition()
@@ -94,9 +94,9 @@ class CameraWorker:
         """Subscription callback: hand over the newest frame and return at once."""
         now = time.monotonic()
         with self._cond:
-            self.stats.received += 1
+            self.traffic.received += 1
             if self._slot is not None:
-                self.stats.dropped += 1
+                self.traffic.dropped += 1
             self._slot = (msg, now)
             self._cond.notify()
 
@@ -123,8 +123,8 @@ class CameraWorker:
                 self._reject(f'{exc.__class__.__name__}: {exc}')
 
     def _reject(self, reason: str) -> None:
-        self.stats.rejected += 1
-        self.stats.last_error = reason
+        self.traffic.rejected += 1
+        self.traffic.last_error = reason
         self.log_error(f'{self.stream.name}: frame rejected: {reason}')
 
     def _handle(self, msg, received: float) -> None:
@@ -134,22 +134,22 @@ class CameraWorker:
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         self.last_frame_id = msg.header.frame_id
         t1 = time.monotonic()
-        prediction = self.stream.process(frame, stamp, want_confidence=self.settings.confidence)
+        prediction = self.stream.process(frame, stamp, want_reliability=self.settings.confidence)
         label = prediction.label.to('cpu').numpy().astype(np.uint8) if prediction else None
         t2 = time.monotonic()
         if prediction is not None:
             color = self.labels.colorize(label) if self.settings.color_mask else None
             confidence = None
-            if self.settings.confidence and prediction.confidence is not None:
-                confidence = confidence_image(prediction.confidence,
+            if self.settings.confidence and prediction.reliability is not None:
+                confidence = confidence_image(prediction.reliability,
                                               self.settings.confidence_encoding)
             self.publish(msg.header, label, color, confidence)
         t3 = time.monotonic()
-        self.stats.processed += 1
+        self.traffic.processed += 1
         if prediction is not None:
-            self.stats.published_at.append(t3)
-            self.stats.latency_s.append(t3 - received)
-            self.stats.stage_s.append((t1 - t0, t2 - t1, t3 - t2))
+            self.traffic.published_at.append(t3)
+            self.traffic.latency_s.append(t3 - received)
+            self.traffic.stage_s.append((t1 - t0, t2 - t1, t3 - t2))
 
     def stop(self, timeout: float = 5.0) -> bool:
         with self._cond:

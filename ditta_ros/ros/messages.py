@@ -7,7 +7,7 @@ from sensor_msgs.msg import Image
 
 from ditta_ros.stream.config import Phase, StreamStatus
 from ditta_ros.msg import AdaptationStatus, SegmentationLabels
-from ditta_ros.ros.camera import StreamStats
+from ditta_ros.ros.camera import CameraTraffic
 
 _LOSS_FIELDS = (('distill', 'loss_distill'), ('distill_addon', 'loss_distill_addon'),
                 ('contra', 'loss_contra'), ('total', 'loss_total'))
@@ -26,7 +26,7 @@ def image_msg(header, array: np.ndarray, encoding: str) -> Image:
     return msg
 
 
-def status_msg(status: StreamStatus, stats: StreamStats, stamp, frame_id: str,
+def status_msg(status: StreamStatus, traffic: CameraTraffic, stamp, frame_id: str,
                teacher: str, now_monotonic: float) -> AdaptationStatus:
     msg = AdaptationStatus()
     msg.header.stamp = stamp
@@ -46,15 +46,15 @@ def status_msg(status: StreamStatus, stats: StreamStats, stamp, frame_id: str,
     msg.adaptation_steps_total = status.steps_total
     for key, field in _LOSS_FIELDS:
         setattr(msg, field, float(status.losses.get(key, math.nan)))
-    msg.inference_rate_hz = float(stats.rate_hz(now_monotonic))
-    msg.latency_ms = float(stats.mean_latency_ms())
-    msg.frames_received = stats.received
-    msg.frames_processed = stats.processed
-    msg.frames_dropped = stats.dropped
-    msg.frames_rejected = stats.rejected
+    msg.inference_rate_hz = float(traffic.rate_hz(now_monotonic))
+    msg.latency_ms = float(traffic.mean_latency_ms())
+    msg.frames_received = traffic.received
+    msg.frames_processed = traffic.processed
+    msg.frames_dropped = traffic.dropped
+    msg.frames_rejected = traffic.rejected
     msg.adaptations_completed = status.adaptations_completed
     msg.temporal_resets = status.temporal_resets
-    msg.reason = status.reason or stats.last_error
+    msg.reason = status.reason or traffic.last_error
     return msg
 
 
@@ -80,25 +80,25 @@ def label_info_msg(label_info_type, vision_class_type, labels, stamp):
     return msg
 
 
-def diagnostic_status(node_name: str, status: StreamStatus, stats: StreamStats,
+def diagnostic_status(node_name: str, status: StreamStatus, traffic: CameraTraffic,
                       now_monotonic: float) -> DiagnosticStatus:
     """OK when serving, WARN while the rate is zero or frames are rejected, ERROR if failed."""
-    rate = stats.rate_hz(now_monotonic)
+    rate = traffic.rate_hz(now_monotonic)
     level, message = DiagnosticStatus.OK, status.phase.name.lower()
     if status.phase == Phase.FAILED:
         level, message = DiagnosticStatus.ERROR, f'adaptation failed: {status.reason}'
-    elif stats.received and rate == 0.0:
+    elif traffic.received and rate == 0.0:
         level, message = DiagnosticStatus.WARN, f'{message}; no mask published in 5 s'
-    elif stats.rejected:
-        level, message = DiagnosticStatus.WARN, f'{message}; {stats.rejected} frames rejected'
-    stages = stats.stage_means_ms()
+    elif traffic.rejected:
+        level, message = DiagnosticStatus.WARN, f'{message}; {traffic.rejected} frames rejected'
+    stages = traffic.stage_means_ms()
     values = {
         'phase': status.phase.name.lower(), 'decoder': status.decoder,
-        'rate_hz': f'{rate:.2f}', 'latency_ms': f'{stats.mean_latency_ms():.1f}',
+        'rate_hz': f'{rate:.2f}', 'latency_ms': f'{traffic.mean_latency_ms():.1f}',
         'decode_ms': f'{stages["decode"]:.1f}', 'model_ms': f'{stages["model"]:.1f}',
         'encode_publish_ms': f'{stages["publish"]:.1f}',
-        'received': str(stats.received), 'processed': str(stats.processed),
-        'dropped': str(stats.dropped), 'rejected': str(stats.rejected),
+        'received': str(traffic.received), 'processed': str(traffic.processed),
+        'dropped': str(traffic.dropped), 'rejected': str(traffic.rejected),
         'adaptations_completed': str(status.adaptations_completed),
     }
     return DiagnosticStatus(level=level, name=f'{node_name}: {status.camera}', message=message,

@@ -13,8 +13,12 @@ import yaml
 from ditta_ros.adapt.presets import DISTILL_LOSSES, LABEL_RULES, NORM_STATS, PRESET_NAMES, \
     SERVED_HEADS
 from ditta_ros.labels import config_dir
+from ditta_ros.model.build import FAMILIES
+from ditta_ros.model.heads import TARGET_DECODERS
+from ditta_ros.predictor import PRECISIONS
 from ditta_ros.ros.camera import CONFIDENCE_ENCODINGS
 from ditta_ros.stream.methods import METHOD_NAMES, method_help
+from ditta_ros.teacher.factory import TEACHERS
 
 NOW, NEXT, RESTART = 'now', 'next adaptation', 'restart'
 
@@ -65,7 +69,7 @@ PARAMS: List[ParamDef] = [
              bounds=(1, 10000)),
     ParamDef('warmup.publish_source_masks', 'bool', 'Publish the source model\'s masks during '
              'the warm-up (false: nothing until adapted).', NEXT),
-    ParamDef('model.family', 'str', 'Model family.', choices=('segformer', 'deeplabv3', 'lraspp')),
+    ParamDef('model.family', 'str', 'Model family.', choices=FAMILIES),
     ParamDef('model.variant', 'str', 'segformer: b0..b5; deeplabv3: resnet50, resnet101, '
              'mobilenet_v3_large; lraspp: mobilenet_v3_large.'),
     ParamDef('model.checkpoint', 'str', 'ISS weights: a .pth in the mmseg/DiTTA or torchvision '
@@ -81,7 +85,7 @@ PARAMS: List[ParamDef] = [
     ParamDef('model.allow_random_weights', 'bool', 'Run without a checkpoint (random weights; '
              'for tests and benchmarks only).'),
     ParamDef('teacher.name', 'str', 'Stage-B teacher: sam2 (the paper\'s; needs a checkpoint) '
-             'or flow (dense optical flow; no weights).', choices=('sam2', 'flow')),
+             'or flow (dense optical flow; no weights).', choices=TEACHERS),
     ParamDef('teacher.sam2_config', 'str', 'SAM2 config name inside the sam2 package.'),
     ParamDef('teacher.sam2_checkpoint', 'str', 'SAM2 checkpoint file.'),
     ParamDef('teacher.sam2_overrides', 'str[]', 'Extra hydra overrides for the SAM2 model.'),
@@ -93,7 +97,7 @@ PARAMS: List[ParamDef] = [
              'downscaled to for optical flow.', bounds=(32, 8192)),
     ParamDef('adapt.target_decoder', 'str', 'Parameters that adapt: decoder (whole head with '
              'add-on), cls_head (final classifier), addon (add-on only).', NEXT,
-             choices=('decoder', 'cls_head', 'addon')),
+             choices=TARGET_DECODERS),
     ParamDef('adapt.preset', 'str', 'Stage-C recipe: robust (the default: class-balanced '
              'distillation, confident source labels kept, source BatchNorm statistics, lower '
              'learning rate) or reference (the authors\' implementation as published). The adapt.* '
@@ -143,7 +147,7 @@ PARAMS: List[ParamDef] = [
              choices=('auto', 'cuda', 'cpu')),
     ParamDef('precision', 'str', 'Inference autocast of the backbone, decoder and add-on: '
              'fp32, fp16 or bf16 (bf16 pays on GPUs and on CPUs with AMX).',
-             choices=('fp32', 'fp16', 'bf16')),
+             choices=tuple(PRECISIONS)),
     ParamDef('decoder.save_path', 'str', 'Where ~/save_decoder writes (empty: '
              '~/.ros/ditta_ros/<camera>.pt; with several cameras <camera> is appended).', NOW),
     ParamDef('decoder.load_path', 'str', 'Start from this saved adapted decoder.'),
@@ -223,3 +227,24 @@ def camera_name(topic: str) -> str:
                                   'image_color', 'compressed'):
         parts.pop()
     return '/'.join(parts) or 'camera'
+
+
+def markdown_table() -> str:
+    """The README's parameter table, from PARAMS and config/ditta.yaml (the README holds a copy
+    that test_docs compares with this: `python -m ditta_ros.ros.params` prints it)."""
+    defaults = load_defaults()
+    rows = ['| parameter | default | range / choices | when | description |',
+            '|---|---|---|---|---|']
+    for spec in PARAMS:
+        value = defaults[spec.name]
+        text = repr(value) if not isinstance(value, str) else (value or "''")
+        if spec.choices:
+            allowed = ' \\| '.join(spec.choices)
+        else:
+            allowed = f'{spec.bounds[0]:g} .. {spec.bounds[1]:g}' if spec.bounds else ''
+        rows.append(f'| `{spec.name}` | `{text}` | {allowed} | {spec.when} | {spec.description} |')
+    return '\n'.join(rows)
+
+
+if __name__ == '__main__':
+    print(markdown_table())

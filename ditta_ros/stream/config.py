@@ -9,6 +9,7 @@ from typing import Dict, Optional
 
 from ditta_ros.adapt.ditta import AdaptConfig
 from ditta_ros.adapt.guard import HarmCheck
+from ditta_ros.prediction import PAPER_TAU
 from ditta_ros.teacher.targets import TargetConfig
 
 
@@ -39,7 +40,7 @@ class EngineConfig:
     warmup: WarmupConfig = WarmupConfig()
     start_immediately: bool = True        # False: wait for start_adaptation()
     publish_during_warmup: bool = True    # source-model masks while the warm-up runs
-    tau: float = 0.8
+    tau: float = PAPER_TAU
     targets: TargetConfig = TargetConfig()  # num_classes: the model's (settings.engine_config)
     adapt: AdaptConfig = AdaptConfig()
     harm_check: HarmCheck = HarmCheck(enabled=False)  # do-no-harm check (the node: the preset's)

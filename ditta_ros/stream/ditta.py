@@ -22,7 +22,8 @@ from ditta_ros.adapt.guard import collapse_reason, harmless_head
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
-from ditta_ros.predictor import FramePredictor, Prediction
+from ditta_ros.prediction import Prediction
+from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream.base import StreamBase
 from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
@@ -172,7 +173,7 @@ class DittaStream(StreamBase):
         return min(parts) if parts else 0.0
 
     def process(self, frame_rgb: np.ndarray, stamp: float,
-                want_confidence: bool = False) -> Optional[Prediction]:
+                want_reliability: bool = False) -> Optional[Prediction]:
         """Predict one frame (RGB uint8 [H, W, 3], stream time in seconds). Returns None when
         the warm-up is set not to publish source masks."""
         with self._locked():
@@ -186,14 +187,14 @@ class DittaStream(StreamBase):
         # with tau 0 nothing is fused: the add-on is not even computed (the ISS frame's cost)
         fused = head is not self.model.decode_head and self.predictor.tau > 0
         prediction = self.predictor.predict(head, frame_rgb, fused=fused,
-                                            want_confidence=want_confidence or (keep and not fused))
+                                            want_reliability=want_reliability or (keep and not fused))
         if phase != Phase.WARMUP:
             return prediction
         stage_a = None
         if keep:
             # stage A is the source model's prediction, also while an earlier adapted head serves
             stage_a = prediction if not fused else self._source_predictor.predict(
-                self.model.decode_head, frame_rgb, fused=False, want_confidence=True)
+                self.model.decode_head, frame_rgb, fused=False, want_reliability=True)
         self._collect(frame_rgb, stage_a)
         return prediction if self._active.publish_during_warmup else None
 
@@ -205,7 +206,7 @@ class DittaStream(StreamBase):
             if stage_a is not None:
                 self._buffer.frames.append(np.array(frame_rgb, copy=True))
                 self._buffer.labels.append(stage_a.label.cpu())
-                self._buffer.reliabilities.append(stage_a.confidence.cpu())
+                self._buffer.reliabilities.append(stage_a.reliability.cpu())
                 self._status.frames_collected = len(self._buffer.frames)
             self._status.progress = self._warmup_fraction_locked() / 3
             if not self._warmup_done_locked():

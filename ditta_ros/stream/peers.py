@@ -12,7 +12,7 @@ import numpy as np
 
 from ditta_ros.adapt.peers import make_peer
 from ditta_ros.model.segmentor import Segmentor
-from ditta_ros.predictor import Prediction
+from ditta_ros.prediction import Prediction
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream.base import StreamBase
 from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
@@ -68,13 +68,13 @@ class PeerStream(StreamBase):
         return f'{self.name}: source weights restored'
 
     def process(self, frame_rgb: np.ndarray, stamp: float,
-                want_confidence: bool = False) -> Prediction:
+                want_reliability: bool = False) -> Prediction:
         with self._locked():
             self._check_continuity_locked(frame_rgb.shape[:2], stamp)
             phase = self._status.phase
             method = self._method
         adapt = phase in (Phase.ADAPTING, Phase.WARMUP)
-        prediction = method.predict(frame_rgb, adapt, want_confidence)
+        prediction = method.predict(frame_rgb, adapt, want_reliability)
         if adapt:
             with self._locked():
                 if method is self._method:

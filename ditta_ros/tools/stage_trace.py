@@ -53,10 +53,10 @@ def trace_video(video, warmup: int, model, spec, cfg: EngineConfig, teacher, cla
     """The trace of each class in `classes` (name -> id) on one video, `cfg`'s adaptation."""
     frames = video.frames[:warmup]
     predictor = FramePredictor(model, spec, device)
-    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_confidence=True)
+    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_reliability=True)
                for f in frames]
     source = [p.label.cpu() for p in stage_a]
-    reliabilities = [p.confidence.cpu() for p in stage_a]
+    reliabilities = [p.reliability.cpu() for p in stage_a]
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
     built = build_targets(teacher(), frames, source, reliabilities,

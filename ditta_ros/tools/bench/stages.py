@@ -12,7 +12,8 @@ from ditta_ros.tools.bench.harness import (bench_frames, bench_model, device_for
 def reference_comparison(args, which):
     """Reference-style (dense add-on, two backbone passes) vs ours; one measurement per call."""
     from ditta_ros.adapt.ditta import AdaptConfig, DiTTAAdapter
-    from ditta_ros.predictor import FramePredictor, frame_input, to_prediction
+    from ditta_ros.prediction import to_prediction
+    from ditta_ros.predictor import FramePredictor, frame_input
     from ditta_ros.preprocess import InputSpec
     from ditta_ros.teacher.targets import Target
     device = device_for(args.device)
@@ -63,8 +64,9 @@ def reference_comparison(args, which):
 
 def stage_b_comparison(args):
     """Stage B on the same warm-up with and without the per-frame image feature cache."""
-    from ditta_ros.inference import iss_prediction
-    from ditta_ros.predictor import frame_input, to_prediction
+    from ditta_ros.prediction import iss_prediction
+    from ditta_ros.prediction import to_prediction
+    from ditta_ros.predictor import frame_input
     from ditta_ros.preprocess import InputSpec
     from ditta_ros.teacher.sam2_teacher import SAM2Propagator, build_predictor
     from ditta_ros.teacher.targets import TargetConfig, build_targets
@@ -115,11 +117,11 @@ def stage_costs(args):
     warm = frames[:args.warmup]
     predictor = FramePredictor(model, spec, device)
     tic = time.perf_counter()
-    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_confidence=True)
+    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_reliability=True)
                for f in warm]
     costs = {'A (ISS prediction + reliability) per frame': (time.perf_counter() - tic) / len(warm)}
     clip = WarmupClip(warm, [p.label.cpu() for p in stage_a],
-                      [p.confidence.cpu() for p in stage_a])
+                      [p.reliability.cpu() for p in stage_a])
     cfg = TargetConfig(num_classes=args.num_classes)
     teachers = {'flow': TeacherSpec('flow')}
     if args.teacher == 'sam2':

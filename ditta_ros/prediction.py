@@ -1,4 +1,7 @@
-"""Stage A (frozen ISS prediction + reliability) and stage D (reliability-weighted fusion).
+"""From decoder logits to a frame's prediction: resizing, stage A (class ids + reliability) and
+stage D (reliability-weighted fusion of the plain and add-on branches). Every prediction of the
+node, the peers and the tools goes through `to_prediction`; `FramePredictor` (predictor.py) only
+decides which logits to hand it.
 
 Reliability (paper Eq. 2): R = 1 - E / max(E), E = -sum_c p_c log p_c per pixel, max over the
 frame. Two guards the reference lacks, which change nothing on inputs it handles: 0 log 0 counts
@@ -6,9 +9,10 @@ as 0 (the reference gives NaN where a probability underflows to exactly 0), and 
 entropy is 0 everywhere (all pixels certain) has reliability 1 instead of 0/0.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 
 def class_ids(scores: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -48,6 +52,9 @@ def iss_prediction(probs: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return class_ids(probs), reliability(probs)
 
 
+PAPER_TAU = 0.8  # stage D's threshold in the paper and the reference code
+
+
 def fusion_weight(r0: torch.Tensor, r1: torch.Tensor, tau: float) -> torch.Tensor:
     """Stage D (paper Eq. 3): the plain branch's weight. Where the plain branch is reliable
     (R0 >= tau) it is kept (weight 1); elsewhere the branches are blended by their
@@ -69,11 +76,11 @@ ROW_BLOCK_FLOATS = 4 * 2 ** 20
 @dataclass
 class PixelOutputs:
     label: torch.Tensor                  # [H, W] int64
-    confidence: Optional[torch.Tensor]   # [H, W] reliability of the final probabilities
+    reliability: Optional[torch.Tensor]  # [H, W] reliability of the final probabilities
     probs: Optional[torch.Tensor]        # [C, H, W] final probabilities
 
 
-def pixel_outputs(logits: torch.Tensor, tau: float, want_confidence: bool = False,
+def pixel_outputs(logits: torch.Tensor, tau: float, want_reliability: bool = False,
                   want_probs: bool = False) -> PixelOutputs:
     """Full-resolution logits [1 or 2, C, H, W] (plain; plain and add-on) -> class ids and, if
     asked, the reliability and probabilities of the final prediction: softmax, then with two
@@ -94,15 +101,47 @@ def pixel_outputs(logits: torch.Tensor, tau: float, want_confidence: bool = Fals
         r = relative_reliability(ent)
         weight = fusion_weight(r[0], r[1], tau)
     label = torch.empty(h, w, dtype=torch.int64, device=logits.device)
-    final_ent = logits.new_empty(h, w) if want_confidence else None
+    final_ent = logits.new_empty(h, w) if want_reliability else None
     probs = logits.new_empty(classes, h, w) if want_probs else None
     for rows in blocks:
         p = torch.softmax(logits[:, :, rows], dim=1)
         final = p[0] if weight is None else torch.lerp(p[1], p[0], weight[rows])
         label[rows] = class_ids(final)
-        if want_confidence:
+        if want_reliability:
             final_ent[rows] = entropy(final)
         if want_probs:
             probs[:, rows] = final
-    return PixelOutputs(label, relative_reliability(final_ent) if want_confidence else None,
+    return PixelOutputs(label, relative_reliability(final_ent) if want_reliability else None,
                         probs)
+
+
+def resize_logits(logits: torch.Tensor, input_hw: Sequence[int],
+                  frame_hw: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize to the network input size, then to the frame size (two steps, as the
+    reference does: the result differs from one direct resize). A step to the size the logits
+    already have is skipped: at scale 1 bilinear resampling returns its input exactly, and the
+    full-resolution pass it would cost is a tenth of a 1024x512 frame on a CPU."""
+    for size in (tuple(input_hw), tuple(frame_hw)):
+        if tuple(logits.shape[-2:]) != size:
+            logits = F.interpolate(logits, size=size, mode='bilinear', align_corners=False)
+    return logits
+
+
+@dataclass
+class Prediction:
+    """One frame's output: class ids (uint8-ready int64) and optionally the reliability map."""
+    label: torch.Tensor                  # [H, W] int64
+    reliability: Optional[torch.Tensor]  # [H, W] float32 in 0..1, if asked
+    probs: Optional[torch.Tensor] = None  # [C, H, W] output probabilities, if asked
+    fused: bool = False
+
+
+def to_prediction(logits: torch.Tensor, input_hw, frame_hw, tau: float = PAPER_TAU,
+                  want_reliability: bool = False, want_probs: bool = False) -> Prediction:
+    """Decoder-grid logits [1 or 2, C, h, w] (plain, add-on) -> the frame's prediction: resized
+    to the input then to the frame size, fused by reliability when there are two branches."""
+    if logits.shape[0] == 1 and not (want_reliability or want_probs):
+        return Prediction(class_ids(resize_logits(logits, input_hw, frame_hw)[0]), None)
+    out = pixel_outputs(resize_logits(logits, input_hw, frame_hw), tau, want_reliability,
+                        want_probs)
+    return Prediction(out.label, out.reliability, out.probs, fused=logits.shape[0] == 2)
