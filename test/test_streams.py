@@ -308,3 +308,37 @@ def test_save_records_the_target_decoder_of_the_adaptation_that_made_the_head(ti
         passes=1, target_decoder='addon')))
     stream.save(str(tmp_path / 'd.pt'))
     assert torch.load(tmp_path / 'd.pt', weights_only=False)['info']['target_decoder'] == 'cls_head'
+
+
+def test_a_stream_without_a_shared_worker_runs_and_ends_its_own(tiny_model):
+    """What a method needs is the stream's business: given no worker, a DiTTA stream adapts on
+    a thread of its own, wait_for_adaptation returns once the head serves, shutdown ends it."""
+    before = {t.name for t in threading.enumerate()}
+    stream = make_stream(tiny_model, None)
+    feed(stream, synthetic_clip(frames=4))
+    status = stream.wait_for_adaptation(timeout=120)
+    assert status.phase == Phase.ADAPTED and stream.process(synthetic_clip(frames=1)[0], 1.0).fused
+    stream.shutdown()
+    deadline = time.monotonic() + 10
+    while {t.name for t in threading.enumerate()} - before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not {t.name for t in threading.enumerate()} - before
+
+
+def test_waiting_for_an_adaptation_that_does_not_end_in_time_is_an_error(tiny_model, worker):
+    blocker = threading.Event()
+    worker.submit(lambda: blocker.wait(30))      # the shared worker is busy with another job
+    stream = make_stream(tiny_model, worker)
+    feed(stream, synthetic_clip(frames=4))
+    try:
+        with pytest.raises(TimeoutError, match='still running'):
+            stream.wait_for_adaptation(timeout=0.2)
+    finally:
+        blocker.set()
+    assert stream.wait_for_adaptation(timeout=120).phase == Phase.ADAPTED
+
+
+def test_a_method_that_needs_a_teacher_is_refused_without_one(tiny_model):
+    for method in ('ditta', 'sam2_refine'):
+        with pytest.raises(ValueError, match='needs a stage-B teacher'):
+            methods.make_stream('cam', tiny_model, SPEC, EngineConfig(method=method))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import synthetic_clip
-from ditta_ros.teacher.factory import TeacherSpec, make_teacher
+from ditta_ros.teacher.factory import TeacherSpec, make_teacher, oracle_teacher
 from ditta_ros.teacher.mask_propagators import FlowPropagator, OraclePropagator, frame_key
 from ditta_ros.teacher.targets import TargetConfig, build_targets
 
@@ -153,3 +153,17 @@ def test_sam2_teacher_without_checkpoint_is_a_clear_error(tmp_path):
 def test_unknown_teacher_is_a_clear_error():
     with pytest.raises(ValueError, match='unknown teacher'):
         make_teacher(TeacherSpec(name='raft'), 'cpu')
+
+
+def test_the_oracle_of_a_video_finds_warm_up_frames_by_content_and_refuses_others():
+    clip = synthetic_clip(frames=4)
+    labels, tracks = _shapes_labels(clip)
+    factory = oracle_teacher(clip, dict(enumerate(tracks)))
+    copies = [frame.copy() for frame in clip[1:3]]           # a stream keeps copies
+    build = build_targets(factory(), copies, labels[1:3], _reliability(labels[1:3]),
+                          TargetConfig(num_classes=4))
+    assert sorted(build.targets) == [0, 1]
+    other = synthetic_clip(frames=1, seed=5)
+    with pytest.raises(ValueError, match='1 of 1 warm-up frames have no ground-truth track map'):
+        build_targets(factory(), other, labels[:1], _reliability(labels[:1]),
+                      TargetConfig(num_classes=4))
