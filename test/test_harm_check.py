@@ -117,4 +117,4 @@ def test_a_harmful_head_is_repaired_by_the_first_blend_that_keeps_every_class(ti
     assert verdict.startswith('repaired: weights blended 0.5') and f'c{victim}' in verdict
     assert torch.allclose(head.linear_pred.bias[victim],
                           source.linear_pred.bias[victim] - drop / 2)
-    assert np.isclose(float(head.linear_pred.weight[0, 0]), float(source.linear_pred.weight[0, 0]))
+    assert np.isclose(head.linear_pred.weight[0, 0].item(), source.linear_pred.weight[0, 0].item())

@@ -10,7 +10,7 @@ from typing import Dict, Mapping
 
 import yaml
 
-from ditta_ros.ros.params import PARAMS_BY_NAME, validate
+from ditta_ros.ros.params import PARAMS_BY_NAME, coerce, validate
 
 # launch argument -> the node parameter it sets when given
 ARGUMENTS = {
@@ -29,34 +29,16 @@ ARGUMENTS = {
     'input_scale': 'model.input_scale',
     'sam2_checkpoint': 'teacher.sam2_checkpoint',
 }
-_PYTHON_TYPES = {'int': int, 'float': float, 'bool': bool, 'str': str}
 
 
 class LaunchArgumentError(ValueError):
     """A launch argument the node would refuse; the message names the argument."""
 
 
-def _typed(kind: str, value):
-    """`value` (launch text or a YAML value) as a parameter of `kind`; ValueError if it is not."""
-    if isinstance(value, str) and kind.endswith('[]'):
-        items = yaml.safe_load(value) if value.strip().startswith('[') else value.split(',')
-        value = [item.strip() if isinstance(item, str) else item for item in items if item != '']
-    elif isinstance(value, str) and kind != 'str':
-        value = yaml.safe_load(value)
-    if kind == 'float' and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind == 'int[]':
-        value = [int(v) for v in value]
-    expected = _PYTHON_TYPES.get(kind, list)
-    if not isinstance(value, expected) or (kind in ('int', 'float') and isinstance(value, bool)):
-        raise ValueError(f'expected a {kind}, got {value!r}')
-    return value
-
-
 def convert(argument: str, parameter: str, value):
     """The value of launch argument `argument` for node parameter `parameter`, checked."""
     try:
-        typed = _typed(PARAMS_BY_NAME[parameter].kind, value)
+        typed = coerce(PARAMS_BY_NAME[parameter].kind, value)
     except (ValueError, TypeError, yaml.YAMLError) as exc:
         raise LaunchArgumentError(f'launch argument {argument}:={value!r}: {exc}') from None
     reason = validate(parameter, typed)

@@ -199,11 +199,61 @@ def load_parameters(files: Sequence[str] = (), overrides: Optional[Dict[str, Any
     return values
 
 
+_PYTHON_TYPES = {'int': int, 'float': float, 'bool': bool, 'str': str}
+
+
+def _is_kind(kind: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return kind == 'bool'
+    if kind == 'float' and isinstance(value, int):
+        return True
+    return isinstance(value, _PYTHON_TYPES.get(kind, list))
+
+
+def coerce(kind: str, value: Any) -> Any:
+    """`value` (text from a command line or a launch file, or a YAML value) as a parameter of
+    `kind`; ValueError if it is not one. Numbers are read as Python reads them: YAML 1.1 leaves
+    `1e-3` a string, and a learning rate written so must still be a float."""
+    if isinstance(value, str) and kind.endswith('[]'):
+        items = yaml.safe_load(value) if value.strip().startswith('[') else value.split(',')
+        value = [item.strip() if isinstance(item, str) else item for item in items if item != '']
+    elif isinstance(value, str) and kind == 'bool':
+        value = yaml.safe_load(value)
+    if isinstance(value, str) and kind in ('int', 'float'):
+        try:
+            value = int(value) if kind == 'int' else float(value)
+        except ValueError:
+            raise ValueError(f'expected a {kind}, got {value!r}') from None
+    if kind == 'float' and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind == 'int[]':
+        value = [int(v) for v in value]
+    if not _is_kind(kind, value):
+        raise ValueError(f'expected a {kind}, got {value!r}')
+    return value
+
+
+def parse_assignment(item: str) -> Tuple[str, Any]:
+    """`NAME:=VALUE` (ditta-eval/ditta-quality -p, rows) -> (name, value of the parameter's
+    type); ValueError naming what is wrong."""
+    if ':=' not in item:
+        raise ValueError(f'expected NAME:=VALUE, got {item!r}')
+    name, text = (part.strip() for part in item.split(':=', 1))
+    if name not in PARAMS_BY_NAME:
+        raise ValueError(f'{name!r} is not a node parameter')
+    try:
+        return name, coerce(PARAMS_BY_NAME[name].kind, text)
+    except (ValueError, TypeError, yaml.YAMLError) as exc:
+        raise ValueError(f'{name}:={text!r}: {exc}') from None
+
+
 def validate(name: str, value: Any) -> Optional[str]:
     """The reason `value` is not acceptable for parameter `name`, or None if it is."""
     spec = PARAMS_BY_NAME.get(name)
     if spec is None:
         return None
+    if not _is_kind(spec.kind, value):
+        return f'{name}={value!r} is not a {spec.kind}'
     if spec.choices is not None and value not in spec.choices:
         return f'{name}={value!r} is not one of {", ".join(spec.choices)}'
     if spec.bounds is not None and not (spec.bounds[0] <= value <= spec.bounds[1]):

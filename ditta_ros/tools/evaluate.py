@@ -26,7 +26,7 @@ from ditta_ros.evaluation import MethodScores, VideoRun, run_offline, warmup_fra
 from ditta_ros.io.video import load_videos
 from ditta_ros.labels import load_label_set
 from ditta_ros.model.build import build_model
-from ditta_ros.ros.params import load_parameters
+from ditta_ros.ros.params import load_parameters, parse_assignment
 from ditta_ros.runtime import configure_process
 from ditta_ros.stream.methods import METHOD_NAMES, METHODS, parse_methods
 from ditta_ros.teacher.factory import make_teacher, oracle_teacher
@@ -69,14 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items):
-    import yaml
-    overrides = {}
-    for item in items:
-        if ':=' not in item:
-            raise SystemExit(f'error: -p expects NAME:=VALUE, got {item!r}')
-        name, value = item.split(':=', 1)
-        overrides[name] = yaml.safe_load(value)
-    return overrides
+    """-p NAME:=VALUE items as typed parameter values (a clear exit on a bad one)."""
+    try:
+        return dict(parse_assignment(item) for item in items)
+    except ValueError as exc:
+        raise SystemExit(f'error: -p {exc}') from None
 
 
 def run_dds(args, params, videos, methods, warmups, tick):

@@ -92,8 +92,9 @@ class VideoScore:
 def parse_overrides(text: str) -> Dict[str, object]:
     """NAME:=VALUE[,NAME:=VALUE...]; a comma starts a new item only before the next NAME:= (values
     may hold commas: [512, 256])."""
-    from ditta_ros.tools.evaluate import parse_overrides as parse_items
-    return parse_items([t.strip() for t in re.split(r',(?=\s*[\w.]+:=)', text) if t.strip()])
+    from ditta_ros.ros.params import parse_assignment
+    return dict(parse_assignment(t.strip()) for t in re.split(r',(?=\s*[\w.]+:=)', text)
+                if t.strip())
 
 
 def _effective(preset: dict, knob: str):
@@ -318,6 +319,11 @@ def benchmark(args) -> dict:
     params = load_parameters(files, overrides)
     labels = load_label_set(params['model.label_set'])
     rows = build_rows(args)
+    for row in rows:  # a bad row is reported now, not by a worker an hour in
+        try:
+            load_parameters(files, dict(overrides, **dict(row.overrides)))
+        except ValueError as exc:
+            raise ValueError(f'row {row.name!r}: {exc}') from None
     domains = [d.strip() for d in args.domains.split(',') if d.strip()]
     folders = {d: ensure_domain(out, d, k, args) for k, d in enumerate(domains)}
     clear = ensure_domain(out, SOURCE_DOMAIN, len(domains), args)
