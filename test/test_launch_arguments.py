@@ -3,7 +3,7 @@ import pytest
 
 from ditta_ros.ros.launch_arguments import (ARGUMENTS, LaunchArgumentError, describe,
                                             node_overrides)
-from ditta_ros.ros.params import PARAMS_BY_NAME
+from ditta_ros.ros.params import PARAMS_BY_NAME, parse_assignment, validate
 
 
 def test_named_arguments_become_typed_node_parameters_and_empty_ones_are_skipped():
@@ -43,3 +43,17 @@ def test_every_named_argument_sets_a_node_parameter_and_describes_it():
     for argument, parameter in ARGUMENTS.items():
         assert parameter in PARAMS_BY_NAME
         assert describe(argument).startswith(parameter)
+
+
+def test_numbers_in_exponent_notation_are_numbers_everywhere_text_sets_a_parameter():
+    """YAML 1.1 reads 1e-3 as a string; a learning rate written so is still a float, from a
+    launch argument, the `parameters` mapping and a tool's -p alike."""
+    assert node_overrides({'warmup_seconds': '5e0'}, '{adapt.lr: 1e-3}') == \
+        {'warmup.seconds': 5.0, 'adapt.lr': 0.001}
+    assert parse_assignment('adapt.lr:=1e-3') == ('adapt.lr', 0.001)
+    assert parse_assignment('model.input_scale:=[512, 256]') == ('model.input_scale', [512, 256])
+    with pytest.raises(ValueError, match='not a node parameter'):
+        parse_assignment('adapt.learning_rate:=1e-3')
+    with pytest.raises(ValueError, match='expected a float'):
+        parse_assignment('adapt.lr:=fast')
+    assert validate('adapt.lr', '1e-3') == "adapt.lr='1e-3' is not a float"
