@@ -145,7 +145,7 @@ class DittaNodeBase:
         return entity
 
     def _ready_line(self) -> str:
-        ditta = self.p['method'] == 'ditta'
+        ditta = METHODS[self.p['method']].in_background
         return (f'ready: {len(self.cameras)} camera(s) [{", ".join(self.cameras)}], model '
                 f'{self.p["model.family"]}/{self.model.identity.variant} ({self.labels.name}, '
                 f'{self.labels.num_classes} classes) on {self.device}, method {self.p["method"]}'

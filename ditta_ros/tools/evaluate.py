@@ -101,7 +101,7 @@ def run_dds(args, params, videos, methods, warmups, tick):
                     _restart_attached(client, args, method)
                 try:
                     result = replay_video(client, video, args.topic, args.node_name, warmup,
-                                          method == 'ditta' and not args.no_wait,
+                                          METHODS[method].in_background and not args.no_wait,
                                           lockstep=args.pace == 'lockstep', progress=tick)
                 finally:
                     if node is not None:
@@ -123,7 +123,7 @@ def _restart_attached(client, args, method):
     from ditta_ros.ros.params import camera_name
     service = f'/{args.node_name}/{camera_name(args.topic)}/'
     response = client.call(Trigger, service + 'reset', Trigger.Request())
-    if method == 'ditta':
+    if METHODS[method].adapts:
         response = client.call(Trigger, service + 'start_adaptation', Trigger.Request())
     if not response.success:
         raise SystemExit(f'error: the attached node refused: {response.message}')

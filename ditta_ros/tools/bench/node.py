@@ -3,6 +3,7 @@ from pathlib import Path
 
 import torch
 
+from ditta_ros.stream.methods import METHODS
 from ditta_ros.tools.bench.harness import bench_frames, bench_model, device_for, frame_size
 
 
@@ -42,7 +43,7 @@ def node_latency(args):
             try:
                 node.wait_for_log('ready:', 120)
                 result = replay_video(client, video, '/camera/image_raw', 'ditta', args.warmup,
-                                      wait_for_adaptation=method == 'ditta')
+                                      wait_for_adaptation=METHODS[method].in_background)
                 diagnostics.clear()
                 wait_until(lambda: diagnostics, 10, 'diagnostics')
             finally:
