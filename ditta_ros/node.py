@@ -1,7 +1,7 @@
 """The ditta_ros node: camera topics in, temporally fused semantic masks out.
 
 Per camera topic: a subscription that only hands the newest frame to that camera's worker
-thread; an engine stream (warm-up, background adaptation, fused inference); publishers of
+thread; a camera stream (stream/: warm-up, background adaptation, inference); publishers of
 ~/<camera>/mask (mono8 class ids), ~/<camera>/color_mask (rgb8), ~/<camera>/confidence (32FC1)
 and ~/<camera>/status (AdaptationStatus). Node-wide: ~/labels (latched class names and colours),
 /diagnostics, and the services ~/start_adaptation, ~/reset and ~/save_decoder (also per camera
@@ -51,7 +51,7 @@ class StartupError(RuntimeError):
 
 
 class RosLogHandler(logging.Handler):
-    """Forward the engine's Python log records (logger 'ditta_ros') to the node's ROS logger,
+    """Forward the package's Python log records (logger 'ditta_ros') to the node's ROS logger,
     throttled per message kind so a bad stream cannot flood the log."""
 
     def __init__(self, node: Node):

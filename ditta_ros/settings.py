@@ -1,6 +1,6 @@
-"""From the flat parameter dict (config/ditta.yaml layout) to the objects the engine needs.
+"""From the flat parameter dict (config/ditta.yaml layout) to the objects the streams need.
 
-The node and the offline tools (ditta-eval --offline, ditta-bench) build their model, engine and
+The node and the offline tools (ditta-eval --offline, ditta-bench) build their model, stream config and
 teacher from the same parameters through these functions, so both run the same configuration.
 """
 from typing import Any, Dict

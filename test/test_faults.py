@@ -127,7 +127,7 @@ def test_a_collapsed_decoder_is_refused(tiny_model):
 
 
 def test_engine_soak_memory_is_flat_after_warmup(tiny_model, worker):
-    """Thousands of frames through the engine: RSS stays flat once adapted."""
+    """Thousands of frames through a DiTTA stream: RSS stays flat once adapted."""
     stream = stream_with(tiny_model, worker, warmup=WarmupConfig(frames=5))
     frames = synthetic_clip(frames=20, height=32, width=48)
     process = psutil.Process()

@@ -1,8 +1,8 @@
-"""One camera stream on the ROS side: keep-latest hand-off, decode, engine, encode, publish.
+"""One camera stream on the ROS side: keep-latest hand-off, decode, stream, encode, publish.
 
 The subscription callback only stores the newest message (a frame replaced before the worker
 took it is counted as dropped), so the executor and the camera pipeline never wait on the model.
-The worker thread decodes, runs the engine, and publishes masks carrying the input's header.
+The worker thread decodes, runs the camera stream, and publishes masks carrying the input's header.
 A frame that cannot be decoded is answered by a throttled error log and a counter; the stream
 goes on with the next frame.
 """

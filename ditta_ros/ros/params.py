@@ -183,7 +183,7 @@ def load_defaults(path: Optional[str] = None) -> Dict[str, Any]:
 def load_parameters(files: Sequence[str] = (), overrides: Optional[Dict[str, Any]] = None
                     ) -> Dict[str, Any]:
     """Defaults, then each params file (node YAML layout), then `overrides`; validated.
-    For tools that run the engine without the node, with the node's configuration."""
+    For tools that run the streams without the node, with the node's configuration."""
     values = load_defaults()
     for path in files:
         with open(path) as f:

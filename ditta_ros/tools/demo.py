@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--sam2-checkpoint', default=None,
                    help='use SAM2 as the teacher (with --sam2-config)')
     p.add_argument('--sam2-config', default='configs/sam2.1/sam2.1_hiera_t.yaml')
-    p.add_argument('--offline', action='store_true', help='run the engine here, without DDS')
+    p.add_argument('--offline', action='store_true', help='run the camera streams here, without DDS')
     return p
 
 

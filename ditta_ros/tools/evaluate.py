@@ -9,7 +9,7 @@ Modes:
   (default)  real DDS: starts the installed node for each video and method (or, with --attach,
              talks to a node already running) and replays the frames to it, recording the masks
              it publishes; frames sent / received / dropped are reported.
-  --offline  runs the engine in this process, no DDS; deterministic with --seed.
+  --offline  runs the camera streams in this process, no DDS; deterministic with --seed.
 
 Model, teacher and adaptation settings come from the node's parameter files (--params, default
 the package's config/ditta.yaml), so the evaluation runs exactly what the node would run.
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='warm-up share of each video in %% (paper: 10, 25, 50; default 10)')
     group.add_argument('--warmup-seconds', type=float, default=None,
                        help='warm-up duration in stream seconds')
-    p.add_argument('--offline', action='store_true', help='run the engine here, without DDS')
+    p.add_argument('--offline', action='store_true', help='run the camera streams here, without DDS')
     p.add_argument('--oracle', action='store_true',
                    help='offline only: the teacher follows the ground-truth instance tracks')
     p.add_argument('--attach', action='store_true',

@@ -1,7 +1,7 @@
 """ditta-quality: does adaptation make the masks better? The quality benchmark, one command.
 
 Generated drives (ditta-synth) of several target domains, several sequences each, are run
-offline through the engine with the warm-up-to-frozen protocol (the paper's) at several warm-up
+offline through the camera streams with the warm-up-to-frozen protocol (the paper's) at several warm-up
 shares, for the source model and for each row (a named set of node parameters: the defaults, the
 reference preset, ablations). Reported per row and warm-up share, as the mean over domains of the
 per-domain scores (each domain's confusion matrix pooled over its sequences):
