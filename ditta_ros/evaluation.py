@@ -16,7 +16,7 @@ from ditta_ros.io.video import Video
 from ditta_ros.labels import LabelSet
 from ditta_ros.metrics import ConfusionMatrix, summarize, temporal_consistency, \
     video_consistency_scores
-from ditta_ros.stream.config import EngineConfig
+from ditta_ros.stream.config import StreamConfig
 from ditta_ros.stream.methods import make_stream
 
 
@@ -49,7 +49,7 @@ class VideoRun:
     dropped: int = 0
 
 
-def run_offline(video: Video, model, spec, cfg: EngineConfig, teacher, device='cpu',
+def run_offline(video: Video, model, spec, cfg: StreamConfig, teacher, device='cpu',
                 wait_for_adaptation: bool = True, progress=None, class_names=None) -> VideoRun:
     """Run a method's stream on a video without DDS (deterministic for a seeded configuration).
     `teacher`: a teacher factory for the methods that need one (e.g. the video's oracle)."""

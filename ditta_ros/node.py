@@ -35,7 +35,7 @@ from ditta_ros.ros.camera import CameraWorker, OutputSettings
 from ditta_ros.ros.params import (NOW, PARAMS, PARAMS_BY_NAME, RESTART, camera_name,
                                   load_defaults, validate)
 from ditta_ros.runtime import configure_process
-from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
+from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 from ditta_ros.stream.methods import METHODS, make_stream
 from ditta_ros.stream.worker import AdaptationWorker
 from ditta_ros.teacher.factory import make_teacher
@@ -228,8 +228,8 @@ class DittaNodeBase:
         return ' and '.join(parts) + f' (stride {self.p["warmup.stride"]}), start ' \
             f'{self.p["start"]}'
 
-    def _engine_config(self) -> EngineConfig:
-        return settings.engine_config(self.p)
+    def _stream_config(self) -> StreamConfig:
+        return settings.stream_config(self.p)
 
     def _on_set_parameters(self, params) -> SetParametersResult:
         for param in params:
@@ -252,7 +252,7 @@ class DittaNodeBase:
             self.settings.confidence = self.p['output.confidence']
             self.settings.confidence_encoding = self.p['output.confidence_encoding']
             self.settings.max_image_pixels = self.p['input.max_image_pixels']
-            cfg = self._engine_config()
+            cfg = self._stream_config()
             for worker in self.cameras.values():
                 worker.stream.update_config(cfg)
         for note in notes:
@@ -276,7 +276,7 @@ class DittaNodeBase:
             AdaptationStatus, ns + 'status',
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                        durability=DurabilityPolicy.TRANSIENT_LOCAL)))
-        stream = make_stream(name, self.model, self.input_spec, self._engine_config(),
+        stream = make_stream(name, self.model, self.input_spec, self._stream_config(),
                              teacher, self.adaptation_worker, self.device,
                              on_phase_change=lambda status, n=name: self._on_phase(n, status),
                              class_names=self.labels.class_names)

@@ -13,7 +13,7 @@ from ditta_ros.adapt.presets import PRESETS
 from ditta_ros.labels import LabelSet
 from ditta_ros.model.build import ModelSpec
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.stream.config import EngineConfig, WarmupConfig
+from ditta_ros.stream.config import StreamConfig, WarmupConfig
 from ditta_ros.teacher.factory import TeacherSpec
 from ditta_ros.teacher.targets import TargetConfig
 
@@ -47,8 +47,8 @@ def input_spec(p: Params) -> InputSpec:
     return InputSpec(img_scale=tuple(p['model.input_scale']), size_divisor=p['model.size_divisor'])
 
 
-def engine_config(p: Params) -> EngineConfig:
-    return EngineConfig(
+def stream_config(p: Params) -> StreamConfig:
+    return StreamConfig(
         method=p['method'],
         warmup=WarmupConfig(p['warmup.frames'], p['warmup.seconds'], p['warmup.stride'],
                             p['warmup.max_frames']),
@@ -63,7 +63,7 @@ def engine_config(p: Params) -> EngineConfig:
         precision=p['precision'],
         seed=p['adapt.seed'] if p['adapt.seed'] >= 0 else None,
         continuous=p['adapt.continuous'],
-        peer_lr=p['adapt.lr'] or EngineConfig.peer_lr)
+        peer_lr=p['adapt.lr'] or StreamConfig.peer_lr)
 
 
 def fusion_tau(p: Params) -> float:

@@ -15,7 +15,7 @@ from ditta_ros.io.image_codec import (SUPPORTED_ENCODINGS, ImageDecodeError, dec
                                       decode_image, encode_compressed)
 from ditta_ros.model.build import build_model
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.config import StreamConfig, Phase, WarmupConfig
 from ditta_ros.stream.methods import make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
@@ -60,7 +60,7 @@ def stream_with(model, worker, teacher=None, **cfg):
     cfg.setdefault('targets', TargetConfig(num_classes=19, frame0_threshold=0.5,
                                            later_threshold=0.5))
     teacher = teacher or make_teacher(TeacherSpec(name='flow'), 'cpu')
-    return make_stream('cam', model, SPEC, EngineConfig(**cfg), teacher, worker)
+    return make_stream('cam', model, SPEC, StreamConfig(**cfg), teacher, worker)
 
 
 def run_warmup(stream, frames, start=0.0):
@@ -126,7 +126,7 @@ def test_a_collapsed_decoder_is_refused(tiny_model):
     assert collapse_reason(model, model.decode_head, clip, labels, SPEC, 'cpu') is None
 
 
-def test_engine_soak_memory_is_flat_after_warmup(tiny_model, worker):
+def test_stream_soak_memory_is_flat_after_warmup(tiny_model, worker):
     """Thousands of frames through a DiTTA stream: RSS stays flat once adapted."""
     stream = stream_with(tiny_model, worker, warmup=WarmupConfig(frames=5))
     frames = synthetic_clip(frames=20, height=32, width=48)

@@ -13,7 +13,7 @@ from ditta_ros.adapt.guard import (HarmCheck, blend_heads, erased_classes, harml
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream import ditta as ditta_stream
-from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.config import StreamConfig, Phase, WarmupConfig
 from ditta_ros.stream.methods import make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
@@ -51,7 +51,7 @@ def relabelling(build_targets, victim: int, into: int):
 
 
 def adapt_stream(model, worker, teacher, adapt, check, tau=0.8):
-    stream = make_stream('cam', model, SPEC, EngineConfig(
+    stream = make_stream('cam', model, SPEC, StreamConfig(
         warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0, tau=tau,
         targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
         teacher, worker)

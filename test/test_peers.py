@@ -6,7 +6,7 @@ from conftest import synthetic_clip, tiny_spec
 from ditta_ros.adapt.peers import AuxAdapt, CoTTA, Sam2Refine, Tent
 from ditta_ros.model.build import ModelSpec, build_model
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.config import StreamConfig, Phase, WarmupConfig
 from ditta_ros.stream.methods import METHODS, make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
@@ -68,7 +68,7 @@ def test_auxadapt_updates_only_the_auxiliary_network(tiny_model):
     source = snapshot(tiny_model.decode_head)
     frames = synthetic_clip(frames=2)
     first = aux.predict(frames[0], adapt=True)
-    plain = make_stream('x', tiny_model, SPEC, EngineConfig(method='none')).process(frames[0], 0)
+    plain = make_stream('x', tiny_model, SPEC, StreamConfig(method='none')).process(frames[0], 0)
     assert torch.equal(first.label, plain.label)   # zero-initialised: unchanged at first
     aux_state = snapshot(aux.aux)
     aux.predict(frames[1], adapt=True)
@@ -89,7 +89,7 @@ def test_sam2_refine_paints_teacher_masks_over_the_iss_labels(tiny_model):
 def test_online_streams_adapt_every_frame_or_only_during_the_warmup(tiny_model, method):
     frames = synthetic_clip(frames=6)
     phases = []
-    stream = make_stream('cam', tiny_model, SPEC, EngineConfig(
+    stream = make_stream('cam', tiny_model, SPEC, StreamConfig(
         method=method, continuous=False, warmup=WarmupConfig(frames=3),
         peer_lr=1e-2), on_phase_change=lambda s: phases.append(s.phase))
     for i, frame in enumerate(frames[:3]):
@@ -104,7 +104,7 @@ def test_online_streams_adapt_every_frame_or_only_during_the_warmup(tiny_model, 
     assert stream.status().phase == Phase.WARMUP
     stream.reset()
     assert stream.status().phase == Phase.SOURCE
-    continuous = make_stream('cam', tiny_model, SPEC, EngineConfig(method=method))
+    continuous = make_stream('cam', tiny_model, SPEC, StreamConfig(method=method))
     assert continuous.status().phase == Phase.ADAPTING
     continuous.process(frames[0], 0.0)
     assert continuous.status().step == 1
@@ -116,10 +116,10 @@ def test_every_method_has_a_stream_and_unknown_ones_are_refused(tiny_model):
     for method in METHODS:
         if method == 'ditta':
             continue
-        stream = make_stream('cam', tiny_model, SPEC, EngineConfig(
+        stream = make_stream('cam', tiny_model, SPEC, StreamConfig(
             method=method, targets=TargetConfig(num_classes=19)), teacher=teacher)
         assert stream.process(frame, 0.0).label.shape == frame.shape[:2]
         with pytest.raises(RuntimeError):
             stream.save('/tmp/never.pt')
     with pytest.raises(ValueError, match='unknown method'):
-        make_stream('cam', tiny_model, SPEC, EngineConfig(method='bn_adapt'))
+        make_stream('cam', tiny_model, SPEC, StreamConfig(method='bn_adapt'))

@@ -11,7 +11,7 @@ from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.build import CheckpointError, build_model
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream import methods
-from ditta_ros.stream.config import EngineConfig, Phase, WarmupConfig
+from ditta_ros.stream.config import StreamConfig, Phase, WarmupConfig
 from ditta_ros.stream.worker import AdaptationWorker
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
 from ditta_ros.teacher.targets import TargetConfig
@@ -25,7 +25,7 @@ def make_stream(model, worker, phases=None, **cfg):
     cfg.setdefault('targets', TargetConfig(num_classes=19, frame0_threshold=0.5,
                                            later_threshold=0.5))
     teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
-    return methods.make_stream('cam', model, SPEC, EngineConfig(**cfg), teacher, worker,
+    return methods.make_stream('cam', model, SPEC, StreamConfig(**cfg), teacher, worker,
                                on_phase_change=(lambda s: phases.append(s.phase)) if phases is not None
                         else None)
 
@@ -283,7 +283,7 @@ def test_a_slow_phase_handler_does_not_delay_frames(tiny_model, worker):
             release.wait(20)
 
     teacher = make_teacher(TeacherSpec(name='flow'), 'cpu')
-    stream = methods.make_stream('cam', tiny_model, SPEC, EngineConfig(
+    stream = methods.make_stream('cam', tiny_model, SPEC, StreamConfig(
         warmup=WarmupConfig(frames=4), adapt=AdaptConfig(passes=1),
         targets=TargetConfig(num_classes=19, frame0_threshold=0.5, later_threshold=0.5)),
         teacher, worker, on_phase_change=slow_handler)
@@ -304,7 +304,7 @@ def test_save_records_the_target_decoder_of_the_adaptation_that_made_the_head(ti
     stream = make_stream(tiny_model, worker, adapt=AdaptConfig(passes=1, target_decoder='cls_head'))
     feed(stream, synthetic_clip(frames=4))
     assert wait_phase(stream, {Phase.ADAPTED, Phase.FAILED}) == Phase.ADAPTED
-    stream.update_config(EngineConfig(warmup=WarmupConfig(frames=4), adapt=AdaptConfig(
+    stream.update_config(StreamConfig(warmup=WarmupConfig(frames=4), adapt=AdaptConfig(
         passes=1, target_decoder='addon')))
     stream.save(str(tmp_path / 'd.pt'))
     assert torch.load(tmp_path / 'd.pt', weights_only=False)['info']['target_decoder'] == 'cls_head'
@@ -341,4 +341,4 @@ def test_waiting_for_an_adaptation_that_does_not_end_in_time_is_an_error(tiny_mo
 def test_a_method_that_needs_a_teacher_is_refused_without_one(tiny_model):
     for method in ('ditta', 'sam2_refine'):
         with pytest.raises(ValueError, match='needs a stage-B teacher'):
-            methods.make_stream('cam', tiny_model, SPEC, EngineConfig(method=method))
+            methods.make_stream('cam', tiny_model, SPEC, StreamConfig(method=method))

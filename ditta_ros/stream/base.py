@@ -17,7 +17,7 @@ import torch
 
 from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
+from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 
 LOG = logging.getLogger('ditta_ros.stream')
 
@@ -26,7 +26,7 @@ class StreamBase:
     """What every camera stream shares, whatever its method: status and phases under a lock,
     the phase-change callback, and the continuity of the frame sequence (size, stamps)."""
 
-    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
+    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
                  device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):
         self.name = name
@@ -74,7 +74,7 @@ class StreamBase:
         if changed and self.on_phase_change is not None:
             self._pending_events.append(replace(self._status, losses=dict(self._status.losses)))
 
-    def update_config(self, cfg: EngineConfig) -> None:
+    def update_config(self, cfg: StreamConfig) -> None:
         """New settings: what `_apply_now_locked` applies takes effect at once, the rest from
         the next warm-up (or restart) on."""
         if cfg.method != self.cfg.method:
@@ -83,7 +83,7 @@ class StreamBase:
             self.cfg = cfg
             self._apply_now_locked(cfg)
 
-    def _apply_now_locked(self, cfg: EngineConfig) -> None:
+    def _apply_now_locked(self, cfg: StreamConfig) -> None:
         """Settings that take effect at once (none by default)."""
 
     def _temporal_reset_locked(self, size_changed: bool) -> None:

@@ -35,13 +35,13 @@ class WarmupConfig:
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class StreamConfig:
     method: str = 'ditta'                 # a name of stream.methods.METHODS
     warmup: WarmupConfig = WarmupConfig()
     start_immediately: bool = True        # False: wait for start_adaptation()
     publish_during_warmup: bool = True    # source-model masks while the warm-up runs
     tau: float = PAPER_TAU
-    targets: TargetConfig = TargetConfig()  # num_classes: the model's (settings.engine_config)
+    targets: TargetConfig = TargetConfig()  # num_classes: the model's (settings.stream_config)
     adapt: AdaptConfig = AdaptConfig()
     harm_check: HarmCheck = HarmCheck(enabled=False)  # do-no-harm check (the node: the preset's)
     precision: str = 'fp32'

@@ -26,7 +26,7 @@ from ditta_ros.prediction import Prediction
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream.base import StreamBase
-from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
+from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 from ditta_ros.stream.worker import AdaptationWorker, CancellablePropagator
 from ditta_ros.teacher.factory import TeacherFactory
 from ditta_ros.teacher.targets import build_targets
@@ -38,7 +38,7 @@ class DittaStream(StreamBase):
     """One camera under DiTTA (method ditta), or under the source model alone (method none: the
     same stream that never starts a warm-up)."""
 
-    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
+    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
                  adapts: bool, teacher: Optional[TeacherFactory] = None,
                  worker: Optional[AdaptationWorker] = None, device='cpu',
                  on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
@@ -70,7 +70,7 @@ class DittaStream(StreamBase):
     def adapted(self) -> bool:
         return self._head is not self.model.decode_head
 
-    def _apply_now_locked(self, cfg: EngineConfig) -> None:
+    def _apply_now_locked(self, cfg: StreamConfig) -> None:
         self.predictor.tau = self._source_predictor.tau = cfg.tau
 
     def _begin_warmup_locked(self) -> None:
@@ -222,7 +222,7 @@ class DittaStream(StreamBase):
     def _still_current(self, generation: int) -> bool:
         return generation == self._generation
 
-    def _adapt_job(self, clip: WarmupClip, cfg: EngineConfig, generation: int,
+    def _adapt_job(self, clip: WarmupClip, cfg: StreamConfig, generation: int,
                    cancel: threading.Event) -> None:
         started = time.monotonic()
         try:

@@ -9,7 +9,7 @@ The node, ditta-eval, ditta-quality and ditta-bench all build their streams thro
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Type
 
-from ditta_ros.stream.config import EngineConfig
+from ditta_ros.stream.config import StreamConfig
 from ditta_ros.stream.ditta import DittaStream
 from ditta_ros.stream.peers import PeerStream
 from ditta_ros.stream.worker import AdaptationWorker
@@ -58,7 +58,7 @@ def parse_methods(text: str) -> List[str]:
     return [method_named(n).name for n in names]
 
 
-def make_stream(name: str, model, spec, cfg: EngineConfig,
+def make_stream(name: str, model, spec, cfg: StreamConfig,
                 teacher: Optional[TeacherFactory] = None,
                 worker: Optional[AdaptationWorker] = None, device='cpu', on_phase_change=None,
                 class_names=None):

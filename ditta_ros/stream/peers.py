@@ -1,7 +1,7 @@
 """The stream of a peer method (TENT, CoTTA, AuxAdapt, SAM2 refinement), with the interface of
 the DiTTA stream, so the node, ditta-eval and ditta-bench swap them freely.
 
-The continuous methods update on every frame (`EngineConfig.continuous`), phase `adapting`;
+The continuous methods update on every frame (`StreamConfig.continuous`), phase `adapting`;
 or only on the warm-up frames (phase `warmup`), then they are frozen (phase `adapted`).
 `start_adaptation` starts over from the source weights; `reset` returns to them and stops.
 SAM2 refinement never adapts (phase `source`).
@@ -15,11 +15,11 @@ from ditta_ros.model.segmentor import Segmentor
 from ditta_ros.prediction import Prediction
 from ditta_ros.preprocess import InputSpec
 from ditta_ros.stream.base import StreamBase
-from ditta_ros.stream.config import EngineConfig, Phase, StreamStatus
+from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 
 
 class PeerStream(StreamBase):
-    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: EngineConfig,
+    def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
                  adapts: bool, teacher=None, device='cpu',
                  on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):

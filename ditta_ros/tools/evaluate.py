@@ -144,7 +144,7 @@ def run_offline_all(args, params, videos, methods, warmups, tick):
         for method in methods:
             p = dict(params, method=method, **{'warmup.frames': warmup, 'warmup.seconds': 0.0,
                                                'warmup.stride': 1, 'start': 'immediate'})
-            cfg = settings.engine_config(p)
+            cfg = settings.stream_config(p)
             runs[method].append(run_offline(video, model, spec, cfg, teacher, device,
                                             not args.no_wait, progress=tick,
                                             class_names=labels.class_names))

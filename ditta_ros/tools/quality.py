@@ -199,7 +199,7 @@ def run_job(job) -> VideoScore:
         _WORKER['models'][key] = dict(model=model, spec=settings.input_spec(params),
                                       teacher=make_teacher(settings.teacher_spec(params), device))
     m = _WORKER['models'][key]
-    run = run_offline(video, m['model'], m['spec'], settings.engine_config(params),
+    run = run_offline(video, m['model'], m['spec'], settings.stream_config(params),
                       m['teacher'], device, class_names=labels.class_names)
     scores = MethodScores(labels)
     scores.add(video, run, with_tc=with_tc)
@@ -392,7 +392,7 @@ def trace(args, params, folders: Dict[str, Path]) -> str:
         for preset in PRESETS:
             p = dict(params, **{'adapt.preset': preset})
             rows[f'{preset}, {domain}/{video.name}'] = stage_trace.trace_video(
-                video, warmup, model, settings.input_spec(p), settings.engine_config(p),
+                video, warmup, model, settings.input_spec(p), settings.stream_config(p),
                 teacher, classes, labels.id_to_train_id(), device)
     return stage_trace.markdown(rows)
 

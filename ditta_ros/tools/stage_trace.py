@@ -20,7 +20,7 @@ import torch
 from ditta_ros.adapt.ditta import WarmupClip, adapt, distillation_label
 from ditta_ros.metrics import ConfusionMatrix
 from ditta_ros.predictor import FramePredictor
-from ditta_ros.stream.config import EngineConfig
+from ditta_ros.stream.config import StreamConfig
 from ditta_ros.teacher.targets import build_targets
 
 
@@ -48,7 +48,7 @@ def _predict_all(model, spec, device, head, frames, fused: bool, tau: float) -> 
     return [predictor.predict(head, f, fused=fused).label.cpu() for f in frames]
 
 
-def trace_video(video, warmup: int, model, spec, cfg: EngineConfig, teacher, classes: Dict[str, int],
+def trace_video(video, warmup: int, model, spec, cfg: StreamConfig, teacher, classes: Dict[str, int],
                 gt_lut: np.ndarray, device='cpu') -> Dict[str, ClassTrace]:
     """The trace of each class in `classes` (name -> id) on one video, `cfg`'s adaptation."""
     frames = video.frames[:warmup]

@@ -12,7 +12,7 @@ def measure_method(args, method):
     """One method: warm-up, then timed frames (runs in its own process)."""
     from ditta_ros.adapt.ditta import AdaptConfig
     from ditta_ros.preprocess import InputSpec
-    from ditta_ros.stream.config import EngineConfig, WarmupConfig
+    from ditta_ros.stream.config import StreamConfig, WarmupConfig
     from ditta_ros.stream.methods import METHODS, make_stream
     from ditta_ros.teacher.factory import TeacherSpec, make_teacher
     torch.set_num_threads(torch.get_num_threads())
@@ -25,7 +25,7 @@ def measure_method(args, method):
         use_sam2 = method == 'sam2_refine' or args.teacher == 'sam2'
         teacher = make_teacher(sam2_teacher_spec(args) if use_sam2 else TeacherSpec('flow'),
                                device)
-    cfg = EngineConfig(method=method, warmup=WarmupConfig(frames=args.warmup),
+    cfg = StreamConfig(method=method, warmup=WarmupConfig(frames=args.warmup),
                        adapt=AdaptConfig(passes=args.passes), seed=0,
                        precision=args.precision)
     stream = make_stream('bench', model, spec, cfg, teacher, device=device)
