@@ -1,5 +1,6 @@
 """ditta-quality: the benchmark runs end to end on tiny settings, and its interval is right."""
 import numpy as np
+import pytest
 
 from ditta_ros.tools import quality
 
@@ -31,13 +32,14 @@ def test_the_benchmark_runs_every_row_and_share_and_reports_the_clear_domain(tmp
     args = quality.build_parser().parse_args([
         '--out', str(tmp_path), '--checkpoint', str(b0_checkpoint), '--domains', 'fog+noise',
         '--sequences', '2', '--frames', '10', '--size', '128x64', '--warmups', '20,40',
-        '--jobs', '1', '--bootstrap', '20', '--no-tc',
+        '--jobs', '1', '--bootstrap', '20', '--no-tc', '--row', 'tent=method:=tent,adapt.lr:=1e-3',
         '-p', 'model.embed_dim:=32', '-p', 'model.window:=2', '-p', 'model.input_scale:=[128, 64]',
         '-p', 'adapt.passes:=1', '-p', 'teacher.prompt_threshold:=0.3'])
     report = quality.benchmark(args)
     rows = [(r['row'], r['warmup']) for r in report['rows']]
     assert rows == [(name, w) for name in (quality.SOURCE_ROW, 'ditta (defaults)',
-                                           'ditta, reference preset') for w in (20.0, 40.0)]
+                                           'ditta, reference preset', 'tent')
+                    for w in (20.0, 40.0)]
     for row in report['rows']:
         assert 0 <= row['mIoU'] <= 1 and set(row['per_domain_mIoU']) == {'fog+noise'}
         if row['row'] != quality.SOURCE_ROW:
@@ -46,3 +48,11 @@ def test_the_benchmark_runs_every_row_and_share_and_reports_the_clear_domain(tmp
     assert 0 <= report['clear']['mIoU'] <= 1
     text = quality.markdown({k: v for k, v in report.items() if k not in ('params', 'folders')})
     assert 'Δ mIoU' in text and 'ditta, reference preset' in text
+
+
+def test_a_bad_row_is_refused_before_anything_runs(tmp_path):
+    args = quality.build_parser().parse_args(['--out', str(tmp_path), '--row',
+                                              'fast=adapt.lr:=1e-3,adapt.passes:=-1'])
+    with pytest.raises(ValueError, match="row 'fast'.*adapt.passes"):
+        quality.benchmark(args)
+    assert not (tmp_path / 'data').exists()
