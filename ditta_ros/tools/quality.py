@@ -223,7 +223,10 @@ def pooled(scores: Sequence[VideoScore], class_names) -> dict:
 def mean_over_domains(per_domain: Dict[str, dict]) -> dict:
     """Scalar metrics and per-class IoU averaged over domains (NaN/None skipped)."""
     keys = ('mIoU', 'mIoU_cityscapes', 'wIoU', 'mVC8', 'mVC16', 'TC')
-    result = {k: float(np.nanmean([d[k] for d in per_domain.values()])) for k in keys}
+    result = {}
+    for k in keys:   # a metric no domain has (TC with --no-tc) is NaN
+        values = [d[k] for d in per_domain.values() if d[k] is not None and not np.isnan(d[k])]
+        result[k] = float(np.mean(values)) if values else float('nan')
     names = next(iter(per_domain.values()))['per_class_IoU']
     result['per_class_IoU'] = {}
     for name in names:
