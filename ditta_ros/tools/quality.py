@@ -142,7 +142,8 @@ def build_rows(args) -> List[Row]:
 def ensure_domain(out: Path, domain: str, index: int, args) -> Path:
     """The generated sequences of one domain (made once, then reused)."""
     from ditta_ros.tools import synth
-    folder = out / 'data' / f'{domain}-{args.size}-{args.frames}f-seed{args.seed + 100 * index}'
+    folder = out / 'data' / (f'{domain}-{args.size}-{args.sequences}x{args.frames}f-'
+                             f'seed{args.seed + 100 * index}')
     if not (folder / 'done').is_file():
         synth.main(['--out', str(folder), '--sequences', str(args.sequences), '--frames',
                     str(args.frames), '--size', args.size, '--domain', domain,
