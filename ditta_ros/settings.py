@@ -81,7 +81,7 @@ def harm_check_enabled(p: Params) -> bool:
 def adapt_config(p: Params) -> AdaptConfig:
     """The preset's recipe, with every adapt.* parameter that names its own value on top."""
     own = {'lr': p['adapt.lr'] > 0, 'addon_lr': p['adapt.addon_lr'] > 0,
-           'passes': p['adapt.passes'] > 0,
+           'passes': p['adapt.passes'] > 0, 'max_steps': p['adapt.max_steps'] >= 0,
            'keep_reliability': p['adapt.keep_reliability'] > 0,
            'distill_loss': p['adapt.distill_loss'] != 'preset',
            'label_rule': p['adapt.label_rule'] != 'preset',

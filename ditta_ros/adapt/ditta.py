@@ -58,6 +58,7 @@ class AdaptConfig:
     target_decoder: str = 'decoder'   # decoder | cls_head | addon
     lr: float = 1e-3
     passes: int = 5
+    max_steps: int = 0                # most steps in all (0: passes x frames, as the reference)
     momentum: float = 0.99
     temperature: float = 1.0
     soft_contra: bool = True
@@ -293,31 +294,37 @@ def clip_input(frames: Sequence[np.ndarray], index: int, spec: InputSpec,
     return torch.stack([prepare_frame(frames[i], spec, device) for i in indices])
 
 
+def step_plan(cfg: AdaptConfig, frames: Sequence[int]) -> List[int]:
+    """The warm-up frame of each stage-C step: `cfg.passes` passes in order, cut after
+    `cfg.max_steps` steps when set. A cap keeps how far the decoder moves from the source (and
+    the adaptation's time) the same whatever the warm-up's length: a longer warm-up then gives
+    more varied targets, not more steps."""
+    plan = [index for _ in range(cfg.passes) for index in frames]
+    return plan[:cfg.max_steps] if cfg.max_steps > 0 else plan
+
+
 def adapt(model: Segmentor, source_head: DiTTAHead, clip: WarmupClip,
           targets: Dict[int, Target], spec: InputSpec, cfg: AdaptConfig, device='cpu',
           on_step: Optional[Callable[[int, int, Dict[str, float]], None]] = None,
           should_stop: Optional[Callable[[], bool]] = None) -> DiTTAAdapter:
     """Stage C: `cfg.passes` passes over the warm-up frames in order, one step per frame with a
-    target. Returns the adapter (its `served_head()` is the adapted decode head)."""
+    target, ending after `cfg.max_steps` steps when that is set. Returns the adapter (its
+    `served_head()` is the adapted decode head)."""
     adapter = DiTTAAdapter(model, source_head, cfg)
-    order = [i for i in range(len(clip.frames)) if i in targets]
-    total = cfg.passes * len(order)
-    step = 0
-    for _ in range(cfg.passes):
-        for index in order:
-            if should_stop is not None and should_stop():
-                raise AdaptationCancelled('adaptation cancelled')
-            frame_hw = tuple(clip.frames[index].shape[:2])
-            losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
-                                  clip.labels[index], targets[index], clip.reliabilities[index])
-            release_freed_memory()
-            if cfg.max_memory_mb > 0 and memory_in_use_mb(device) > cfg.max_memory_mb:
-                raise AdaptationError(
-                    f'memory budget exceeded: {memory_in_use_mb(device):.0f} MB in use, '
-                    f'adapt.max_memory_mb = {cfg.max_memory_mb:.0f}')
-            step += 1
-            if on_step is not None:
-                on_step(step, total, losses)
+    plan = step_plan(cfg, [i for i in range(len(clip.frames)) if i in targets])
+    for step, index in enumerate(plan, start=1):
+        if should_stop is not None and should_stop():
+            raise AdaptationCancelled('adaptation cancelled')
+        frame_hw = tuple(clip.frames[index].shape[:2])
+        losses = adapter.step(clip_input(clip.frames, index, spec, device), frame_hw,
+                              clip.labels[index], targets[index], clip.reliabilities[index])
+        release_freed_memory()
+        if cfg.max_memory_mb > 0 and memory_in_use_mb(device) > cfg.max_memory_mb:
+            raise AdaptationError(
+                f'memory budget exceeded: {memory_in_use_mb(device):.0f} MB in use, '
+                f'adapt.max_memory_mb = {cfg.max_memory_mb:.0f}')
+        if on_step is not None:
+            on_step(step, len(plan), losses)
     adapter.head.eval()
     adapter.momentum_head.eval()
     return adapter

@@ -20,10 +20,10 @@ NORM_STATS = ('batch', 'source')
 SERVED_HEADS = ('live', 'momentum')
 
 PRESETS = {
-    'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, distill_loss='reference',
+    'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, max_steps=0, distill_loss='reference',
                       label_rule='override', keep_reliability=0.9, norm_stats='batch',
                       serve='live', fusion_tau=PAPER_TAU, harm_check=False),
-    'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, distill_loss='balanced',
+    'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, max_steps=0, distill_loss='balanced',
                    label_rule='keep_confident', keep_reliability=0.9, norm_stats='source',
                    serve='live', fusion_tau=0.0, harm_check=True),
 }

@@ -110,6 +110,9 @@ PARAMS: List[ParamDef] = [
              'the reference preset trains them at adapt.lr).', NEXT, bounds=(0.0, 1.0)),
     ParamDef('adapt.passes', 'int', 'Passes over the warm-up frames (0: the preset\'s).', NEXT,
              bounds=(0, 100)),
+    ParamDef('adapt.max_steps', 'int', 'Most adaptation steps in all, whatever the warm-up\'s '
+             'length (-1: the preset\'s; 0: no cap, passes x warm-up frames).', NEXT,
+             bounds=(-1, 100000)),
     ParamDef('adapt.distill_loss', 'str', 'Distillation loss: reference (softmax applied twice, '
              'mean over all pixels), balanced (cross-entropy, class-balanced mean over labelled '
              'pixels) or preset.', NEXT, choices=('preset',) + DISTILL_LOSSES),

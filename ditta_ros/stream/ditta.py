@@ -17,7 +17,8 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ditta_ros.adapt.ditta import AdaptationCancelled, AdaptationError, WarmupClip, adapt
+from ditta_ros.adapt.ditta import (AdaptationCancelled, AdaptationError, WarmupClip, adapt,
+                                   step_plan)
 from ditta_ros.adapt.guard import collapse_reason, harmless_head
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
@@ -235,7 +236,7 @@ class DittaStream(StreamBase):
                 raise AdaptationError(
                     'the teacher got no prompt: no class reached reliability '
                     f'{cfg.targets.frame0_threshold} in the warm-up frames')
-            steps_total = cfg.adapt.passes * len(build.targets)
+            steps_total = len(step_plan(cfg.adapt, sorted(build.targets)))
             with self._locked():
                 if not self._still_current(generation):
                     return
