@@ -342,3 +342,11 @@ def test_a_method_that_needs_a_teacher_is_refused_without_one(tiny_model):
     for method in ('ditta', 'sam2_refine'):
         with pytest.raises(ValueError, match='needs a stage-B teacher'):
             methods.make_stream('cam', tiny_model, SPEC, StreamConfig(method=method))
+
+
+def test_a_step_cap_bounds_the_adaptation_whatever_the_warm_up_length(tiny_model, worker):
+    """adapt.max_steps: 4 warm-up frames x 5 passes would be 20 steps; the cap makes it 3."""
+    stream = make_stream(tiny_model, worker, adapt=AdaptConfig(passes=5, max_steps=3))
+    feed(stream, synthetic_clip(frames=4))
+    status = stream.wait_for_adaptation(timeout=120)
+    assert status.phase == Phase.ADAPTED and status.step == status.steps_total == 3
