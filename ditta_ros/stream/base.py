@@ -27,9 +27,11 @@ class StreamBase:
     the phase-change callback, and the continuity of the frame sequence (size, stamps)."""
 
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
-                 device='cpu', on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
+                 adapts: bool, device='cpu',
+                 on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):
         self.name = name
+        self.adapts = adapts  # the method changes the model (the method table says)
         self.model = model
         self.spec = spec
         self.cfg = cfg
@@ -73,6 +75,32 @@ class StreamBase:
         self._status.reason = reason
         if changed and self.on_phase_change is not None:
             self._pending_events.append(replace(self._status, losses=dict(self._status.losses)))
+
+    def _start(self) -> None:
+        """The first phase of a stream that adapts, once the subclass is set up: begin at once,
+        or wait for start_adaptation()."""
+        if not self.adapts:
+            return
+        with self._locked():
+            if self.cfg.start_immediately:
+                self._begin_locked()
+            else:
+                self._set_phase_locked(Phase.WAITING)
+
+    restart_note = 'adaptation restarted'  # start_adaptation's answer (the service's message)
+
+    def _begin_locked(self) -> None:
+        """Start adapting anew with the current settings (streams that adapt)."""
+        raise NotImplementedError
+
+    def start_adaptation(self) -> str:
+        """Adapt anew from the current settings (a DiTTA stream: a new warm-up, the current head
+        serving until the new one is ready; a peer: from the source weights)."""
+        if not self.adapts:
+            raise RuntimeError(f'method {self.cfg.method!r} does not adapt')
+        with self._locked():
+            self._begin_locked()
+        return f'{self.name}: {self.restart_note}'
 
     def update_config(self, cfg: StreamConfig) -> None:
         """New settings: what `_apply_now_locked` applies takes effect at once, the rest from

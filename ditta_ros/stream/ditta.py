@@ -38,13 +38,14 @@ LOG = logging.getLogger('ditta_ros.stream')
 class DittaStream(StreamBase):
     """One camera under DiTTA (method ditta), or under the source model alone (method none: the
     same stream that never starts a warm-up)."""
+    restart_note = 'new warm-up started'
 
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
                  adapts: bool, teacher: Optional[TeacherFactory] = None,
                  worker: Optional[AdaptationWorker] = None, device='cpu',
                  on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):
-        super().__init__(name, model, spec, cfg, device, on_phase_change, class_names)
+        super().__init__(name, model, spec, cfg, adapts, device, on_phase_change, class_names)
         self.teacher = teacher
         # a stream given no worker runs its adaptation on one of its own (ended by shutdown)
         self._owns_worker = adapts and worker is None
@@ -57,13 +58,7 @@ class DittaStream(StreamBase):
         self._cancel = threading.Event()
         self._buffer: Optional[WarmupClip] = None
         self._seen = 0
-        self._adapts = adapts
-        if adapts:
-            with self._locked():
-                if cfg.start_immediately:
-                    self._begin_warmup_locked()
-                else:
-                    self._set_phase_locked(Phase.WAITING)
+        self._start()
 
     # ------------------------------------------------------------------ status / phases
 
@@ -74,7 +69,8 @@ class DittaStream(StreamBase):
     def _apply_now_locked(self, cfg: StreamConfig) -> None:
         self.predictor.tau = self._source_predictor.tau = cfg.tau
 
-    def _begin_warmup_locked(self) -> None:
+    def _begin_locked(self) -> None:
+        """A new warm-up (cancelling any adaptation in flight)."""
         self._active = self.cfg
         self._status.frames_required = self._active.warmup.frames
         self._status.warmup_required_s = self._active.warmup.seconds
@@ -90,15 +86,6 @@ class DittaStream(StreamBase):
         self._set_phase_locked(Phase.WARMUP)
 
     # ------------------------------------------------------------------ control
-
-    def start_adaptation(self) -> str:
-        """Begin a new warm-up (cancelling any adaptation in flight); the current head keeps
-        serving until the new one is ready."""
-        if not self._adapts:
-            raise RuntimeError(f'method {self.cfg.method!r} does not adapt')
-        with self._locked():
-            self._begin_warmup_locked()
-        return f'{self.name}: new warm-up started'
 
     def reset(self) -> str:
         """Back to the source decoder; adaptation stops until start_adaptation()."""
@@ -154,7 +141,7 @@ class DittaStream(StreamBase):
     def _temporal_reset_locked(self, size_changed: bool) -> None:
         self.predictor.reset()
         if size_changed and self._status.phase == Phase.WARMUP:
-            self._begin_warmup_locked()  # a clip needs one frame size
+            self._begin_locked()  # a clip needs one frame size
 
     def _warmup_done_locked(self) -> bool:
         w, s = self._active.warmup, self._status

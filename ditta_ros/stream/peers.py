@@ -19,20 +19,17 @@ from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 
 
 class PeerStream(StreamBase):
+    restart_note = 'adaptation restarted from the source weights'
+
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
                  adapts: bool, teacher=None, device='cpu',
                  on_phase_change: Optional[Callable[[StreamStatus], None]] = None,
                  class_names: Optional[Sequence[str]] = None):
-        super().__init__(name, model, spec, cfg, device, on_phase_change, class_names)
+        super().__init__(name, model, spec, cfg, adapts, device, on_phase_change, class_names)
         self._teacher = teacher
-        self._adapts = adapts
         self._method = self._fresh_method()
         self._frames = 0
-        with self._locked():
-            if self._adapts and cfg.start_immediately:
-                self._begin_locked()
-            elif self._adapts:
-                self._set_phase_locked(Phase.WAITING)
+        self._start()
 
     def _fresh_method(self):
         """The peer method, starting from the source weights."""
@@ -46,6 +43,7 @@ class PeerStream(StreamBase):
         return self._status.phase in (Phase.ADAPTING, Phase.ADAPTED, Phase.WARMUP)
 
     def _begin_locked(self) -> None:
+        """From the source weights again."""
         self._active = self.cfg
         self._method = self._fresh_method()
         self._frames = 0
@@ -53,13 +51,6 @@ class PeerStream(StreamBase):
         self._status.frames_required = 0 if self._active.continuous \
             else self._active.warmup.frames
         self._set_phase_locked(Phase.ADAPTING if self._active.continuous else Phase.WARMUP)
-
-    def start_adaptation(self) -> str:
-        if not self._adapts:
-            raise RuntimeError(f'method {self.cfg.method!r} does not adapt')
-        with self._locked():
-            self._begin_locked()
-        return f'{self.name}: adaptation restarted from the source weights'
 
     def reset(self) -> str:
         with self._locked():
