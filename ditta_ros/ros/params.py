@@ -4,6 +4,7 @@ Each parameter says when a change takes effect: `now`, at the `next` warm-up/ada
 only after a `restart` of the node (those are read-only at run time). Values outside a range
 or choice list are rejected with the reason, at start and when set at run time.
 """
+import array
 import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -210,7 +211,9 @@ def _is_kind(kind: str, value: Any) -> bool:
         return kind == 'bool'
     if kind == 'float' and isinstance(value, int):
         return True
-    return isinstance(value, _PYTHON_TYPES.get(kind, list))
+    if kind.endswith('[]'):  # rclpy hands integer arrays over as array.array
+        return isinstance(value, (list, tuple, array.array))
+    return isinstance(value, _PYTHON_TYPES[kind])
 
 
 def coerce(kind: str, value: Any) -> Any:
