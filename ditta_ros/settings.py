@@ -86,8 +86,12 @@ def adapt_config(p: Params) -> AdaptConfig:
            'distill_loss': p['adapt.distill_loss'] != 'preset',
            'label_rule': p['adapt.label_rule'] != 'preset',
            'norm_stats': p['adapt.norm_stats'] != 'preset',
-           'serve': p['adapt.serve'] != 'preset'}
+           'serve': p['adapt.serve'] != 'preset',
+           'norm_prior': p['adapt.norm_prior'] >= 0,
+           'holdout_frames': p['adapt.holdout_frames'] >= 0}
     changes = {field: p[f'adapt.{field}'] for field, set_ in own.items() if set_}
+    if p['adapt.choose'] != 'preset':
+        changes['choose'] = p['adapt.choose'] == 'on'
     return AdaptConfig.preset(p['adapt.preset'], target_decoder=p['adapt.target_decoder'],
                               momentum=p['adapt.momentum'],
                               max_memory_mb=p['adapt.max_memory_mb'], **changes)

@@ -12,7 +12,7 @@ from ditta_ros.adapt.guard import (HarmCheck, blend_heads, erased_classes, harml
                                   warmup_predictions)
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.preprocess import InputSpec
-from ditta_ros.stream import ditta as ditta_stream
+from ditta_ros.adapt import warmup as warmup_adaptation
 from ditta_ros.stream.config import StreamConfig, Phase, WarmupConfig
 from ditta_ros.stream.methods import make_stream
 from ditta_ros.teacher.factory import TeacherSpec, make_teacher
@@ -65,9 +65,11 @@ def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_servi
         tiny_model, worker, monkeypatch):
     frames = synthetic_clip(frames=6)
     victim = victim_class(tiny_model, frames)
-    monkeypatch.setattr(ditta_stream, 'build_targets',
-                        relabelling(ditta_stream.build_targets, victim, 0))
-    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2)
+    monkeypatch.setattr(warmup_adaptation, 'build_targets',
+                        relabelling(warmup_adaptation.build_targets, victim, 0))
+    # the check alone decides (the label-free choice would serve another candidate instead)
+    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2, norm_stats='source',
+                                 choose=False)
     flow = make_teacher(TeacherSpec(name='flow'), 'cpu')
 
     unchecked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(enabled=False))
@@ -85,7 +87,7 @@ def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_servi
 
 def test_a_good_adaptation_passes_the_check_untouched(tiny_model, worker):
     stream = adapt_stream(tiny_model, worker, make_teacher(TeacherSpec(name='flow'), 'cpu'),
-                          AdaptConfig.preset('robust'), CHECK,
+                          AdaptConfig.preset('robust', norm_stats='source', choose=False), CHECK,
                           PRESETS['robust']['fusion_tau'])
     status = stream.status()
     assert status.phase == Phase.ADAPTED and status.decoder == 'adapted' and not status.reason
@@ -118,3 +120,18 @@ def test_a_harmful_head_is_repaired_by_the_first_blend_that_keeps_every_class(ti
     assert torch.allclose(head.linear_pred.bias[victim],
                           source.linear_pred.bias[victim] - drop / 2)
     assert np.isclose(head.linear_pred.weight[0, 0].item(), source.linear_pred.weight[0, 0].item())
+
+
+def test_with_the_choice_on_a_refused_decoder_leaves_the_other_candidates_to_serve(
+        tiny_model, worker, monkeypatch):
+    frames = synthetic_clip(frames=6)
+    victim = victim_class(tiny_model, frames)
+    monkeypatch.setattr(warmup_adaptation, 'build_targets',
+                        relabelling(warmup_adaptation.build_targets, victim, 0))
+    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2, norm_stats='source')
+    stream = adapt_stream(tiny_model, worker, make_teacher(TeacherSpec(name='flow'), 'cpu'),
+                          harmful, HarmCheck(blends=()))
+    status = stream.status()
+    assert status.phase == Phase.ADAPTED and status.decoder == 'source'
+    assert status.reason.startswith('refused') and 'label-free choice: source' in status.reason
+    assert stream._head is tiny_model.decode_head

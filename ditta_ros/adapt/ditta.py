@@ -67,7 +67,10 @@ class AdaptConfig:
     distill_loss: str = 'reference'   # reference | balanced (see DISTILL_LOSSES)
     label_rule: str = 'override'      # override | keep_confident (see LABEL_RULES)
     keep_reliability: float = 0.9     # keep_confident: source labels this reliable stay
-    norm_stats: str = 'batch'         # batch (reference) | source (see NORM_STATS)
+    norm_stats: str = 'batch'         # batch (reference) | source | warmup (see NORM_STATS)
+    norm_prior: float = 0.0           # warmup: prior strength of the source statistics (frames)
+    holdout_frames: int = 0           # warm-up frames kept out of stage C for the choice
+    choose: bool = False              # label-free choice among adapted / statistics / source
     serve: str = 'live'               # live | momentum: which adapted head serves
     addon_lr: float = 0.0             # add-on MLPs' learning rate (0: lr, as the reference)
 
@@ -130,8 +133,9 @@ def distillation_label(iss_label: torch.Tensor, target: Target,
 
 
 def freeze_norm_statistics(head: torch.nn.Module) -> None:
-    """Put the head's BatchNorms in eval mode (rule norm_stats = source): they normalise with
-    the source model's running statistics and keep them; their affine weights still adapt.
+    """Put the head's BatchNorms in eval mode (norm_stats source or warmup): they normalise with
+    the head's running statistics (the source model's, or those norm_stats.py estimated from the
+    whole warm-up) and keep them; their affine weights still adapt.
     In train mode a 2-frame clip re-estimates them, and the warm-up's few frames moved the
     results by -5 to +11 mIoU with no weight changed."""
     for module in head.modules():
@@ -182,7 +186,7 @@ class DiTTAAdapter:
     def _train_mode(self) -> None:
         for head in (self.head, self.momentum_head):
             head.train()
-            if self.cfg.norm_stats == 'source':
+            if self.cfg.norm_stats != 'batch':   # the head's own statistics, kept
                 freeze_norm_statistics(head)
 
     def _distillation(self, logits, input_hw, frame_hw, label) -> torch.Tensor:

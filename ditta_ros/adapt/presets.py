@@ -16,15 +16,17 @@ from ditta_ros.prediction import PAPER_TAU
 
 DISTILL_LOSSES = ('reference', 'balanced')
 LABEL_RULES = ('override', 'keep_confident')
-NORM_STATS = ('batch', 'source')
+NORM_STATS = ('batch', 'source', 'warmup')
 SERVED_HEADS = ('live', 'momentum')
 
 PRESETS = {
     'reference': dict(lr=1e-3, addon_lr=0.0, passes=5, max_steps=0, distill_loss='reference',
                       label_rule='override', keep_reliability=0.9, norm_stats='batch',
+                      norm_prior=0.0, holdout_frames=0, choose=False,
                       serve='live', fusion_tau=PAPER_TAU, harm_check=False),
     'robust': dict(lr=1e-4, addon_lr=1e-3, passes=5, max_steps=0, distill_loss='balanced',
-                   label_rule='keep_confident', keep_reliability=0.9, norm_stats='source',
+                   label_rule='keep_confident', keep_reliability=0.9, norm_stats='warmup',
+                   norm_prior=0.0, holdout_frames=1, choose=True,
                    serve='live', fusion_tau=0.0, harm_check=True),
 }
 PRESET_NAMES = tuple(PRESETS)

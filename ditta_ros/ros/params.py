@@ -99,9 +99,9 @@ PARAMS: List[ParamDef] = [
     ParamDef('adapt.target_decoder', 'str', 'Parameters that adapt: decoder (whole head with '
              'add-on), cls_head (final classifier), addon (add-on only).', NEXT,
              choices=TARGET_DECODERS),
-    ParamDef('adapt.preset', 'str', 'Stage-C recipe: robust (the default: class-balanced '
-             'distillation, confident source labels kept, source BatchNorm statistics, lower '
-             'learning rate) or reference (the authors\' implementation as published). The adapt.* '
+    ParamDef('adapt.preset', 'str', 'Stage-C recipe: robust (the default: BatchNorm '
+             'statistics from the warm-up, class-balanced distillation, confident source labels '
+             'kept, lower learning rate, label-free choice of what serves) or reference (the authors\' implementation as published). The adapt.* '
              'parameters below that say "preset" take the preset\'s value.', NEXT,
              choices=PRESET_NAMES),
     ParamDef('adapt.lr', 'float', 'AdamW learning rate (0: the preset\'s).', NEXT,
@@ -123,9 +123,21 @@ PARAMS: List[ParamDef] = [
              choices=('preset',) + LABEL_RULES),
     ParamDef('adapt.keep_reliability', 'float', 'keep_confident: source labels at least this '
              'reliable are kept (0: the preset\'s).', NEXT, bounds=(0.0, 1.0)),
-    ParamDef('adapt.norm_stats', 'str', 'Decoder BatchNorm statistics while adapting: batch '
-             '(re-estimated from the warm-up clip), source (kept) or preset.', NEXT,
+    ParamDef('adapt.norm_stats', 'str', 'Decoder BatchNorm statistics: batch (re-estimated '
+             'from each 2-frame clip while adapting, the reference), source (kept), warmup '
+             '(pooled over the whole warm-up, blended with the source\'s by adapt.norm_prior; '
+             'stage A, the targets and stage C then use them) or preset.', NEXT,
              choices=('preset',) + NORM_STATS),
+    ParamDef('adapt.norm_prior', 'float', 'norm_stats warmup: weight of the source '
+             'statistics, in frames, against the warm-up\'s frames (0: the warm-up\'s alone; -1: '
+             'the preset\'s).', NEXT, bounds=(-1.0, 1e6)),
+    ParamDef('adapt.holdout_frames', 'int', 'Warm-up frames (the last ones with a target) kept '
+             'out of training for the label-free choice (-1: the preset\'s).', NEXT,
+             bounds=(-1, 100)),
+    ParamDef('adapt.choose', 'str', 'Label-free choice of what serves after an adaptation: '
+             'the adapted, statistics-only or source decoder, whichever agrees best with the '
+             'teacher\'s targets on the held-out warm-up frames. on, off or preset (robust: on; '
+             'reference: off).', NEXT, choices=('preset', 'on', 'off')),
     ParamDef('adapt.serve', 'str', 'Adapted head that serves: live, momentum (EMA) or preset.',
              NEXT, choices=('preset',) + SERVED_HEADS),
     ParamDef('adapt.momentum', 'float', 'EMA rate of the momentum decoder.', NEXT,

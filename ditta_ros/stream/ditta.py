@@ -11,15 +11,13 @@ either is discarded.
 import logging
 import threading
 import time
-from dataclasses import replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ditta_ros.adapt.ditta import (AdaptationCancelled, AdaptationError, WarmupClip, adapt,
-                                   step_plan)
-from ditta_ros.adapt.guard import collapse_reason, harmless_head
+from ditta_ros.adapt.ditta import AdaptationCancelled, WarmupClip
+from ditta_ros.adapt.warmup import adapt_on_warmup
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
@@ -30,7 +28,6 @@ from ditta_ros.stream.base import StreamBase
 from ditta_ros.stream.config import StreamConfig, Phase, StreamStatus
 from ditta_ros.stream.worker import AdaptationWorker, CancellablePropagator
 from ditta_ros.teacher.factory import TeacherFactory
-from ditta_ros.teacher.targets import build_targets
 
 LOG = logging.getLogger('ditta_ros.stream')
 
@@ -216,20 +213,13 @@ class DittaStream(StreamBase):
         try:
             if cfg.seed is not None:
                 torch.manual_seed(cfg.seed)
-            propagator = CancellablePropagator(self.teacher(), cancel.is_set)
-            build = build_targets(propagator, clip.frames, clip.labels, clip.reliabilities,
-                                  replace(cfg.targets, num_classes=self.model.num_classes))
-            if not build.targets:
-                raise AdaptationError(
-                    'the teacher got no prompt: no class reached reliability '
-                    f'{cfg.targets.frame0_threshold} in the warm-up frames')
-            steps_total = len(step_plan(cfg.adapt, sorted(build.targets)))
-            with self._locked():
-                if not self._still_current(generation):
-                    return
-                self._status.steps_total = steps_total
-                self._status.progress = 2 / 3
-                self._set_phase_locked(Phase.ADAPTING)
+
+            def on_stage(steps_total):
+                with self._locked():
+                    if self._still_current(generation):
+                        self._status.steps_total = steps_total
+                        self._status.progress = 2 / 3
+                        self._set_phase_locked(Phase.ADAPTING)
 
             def on_step(step, total, losses):
                 with self._locked():
@@ -238,30 +228,22 @@ class DittaStream(StreamBase):
                         self._status.losses = dict(losses)
                         self._status.progress = 2 / 3 + step / (3 * total)
 
-            adapter = adapt(self.model, self.model.decode_head, clip, build.targets, self.spec,
-                            cfg.adapt, self.device, on_step, cancel.is_set)
-            reason = collapse_reason(self.model, adapter.served_head(), clip.frames, clip.labels,
-                                     self.spec, self.device, self.class_names)
-            if reason:
-                raise AdaptationError(reason)
-            head, verdict = harmless_head(self.model, self.model.decode_head,
-                                          adapter.served_head(), clip.frames, clip.labels,
-                                          clip.reliabilities, self.spec, self.device, cfg.tau,
-                                          cfg.harm_check, self.class_names)
-            if head is None:
-                raise AdaptationError(verdict)
+            outcome = adapt_on_warmup(
+                self.model, clip, CancellablePropagator(self.teacher(), cancel.is_set),
+                self.spec, cfg.targets, cfg.adapt, cfg.harm_check, cfg.tau, self.device,
+                self.class_names, on_stage, on_step, cancel.is_set)
             with self._locked():
                 if not self._still_current(generation):
                     return
-                self._head = head
+                self._head = outcome.head
                 self._head_target_decoder = cfg.adapt.target_decoder
-                self._status.decoder = 'repaired' if verdict else 'adapted'
+                self._status.decoder = outcome.decoder
                 self._status.adaptations_completed += 1
                 self._status.progress = 1.0
-                self._set_phase_locked(Phase.ADAPTED, verdict)
-            LOG.info('%s: adapted in %.1f s (%d targets, %d steps)%s', self.name,
-                     time.monotonic() - started, len(build.targets), steps_total,
-                     f'; {verdict}' if verdict else '')
+                self._set_phase_locked(Phase.ADAPTED, outcome.note)
+            LOG.info('%s: adapted in %.1f s (%d targets, %d steps); serving the %s decoder%s',
+                     self.name, time.monotonic() - started, outcome.targets, outcome.steps,
+                     outcome.decoder, f'; {outcome.note}' if outcome.note else '')
         except AdaptationCancelled:
             LOG.info('%s: adaptation cancelled', self.name)
         except Exception as exc:  # teacher/adaptation faults must not take the stream down
