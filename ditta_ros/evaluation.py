@@ -47,6 +47,7 @@ class VideoRun:
     sent: int = 0
     received: int = 0
     dropped: int = 0
+    decoder: str = ''                    # what served after the adaptation (status.decoder)
 
 
 def run_offline(video: Video, model, spec, cfg: StreamConfig, teacher, device='cpu',
@@ -77,7 +78,7 @@ def run_offline(video: Video, model, spec, cfg: StreamConfig, teacher, device='c
     evaluated = max(1, len(video) - warmup)
     return VideoRun(video.name, cfg.method, warmup, preds, eval_time / evaluated, adapt_time,
                     status.phase.name.lower(), status.reason, dict(status.losses),
-                    len(video), sum(p is not None for p in preds))
+                    len(video), sum(p is not None for p in preds), decoder=status.decoder)
 
 
 @dataclass

@@ -32,22 +32,32 @@ def test_the_benchmark_runs_every_row_and_share_and_reports_the_clear_domain(tmp
     args = quality.build_parser().parse_args([
         '--out', str(tmp_path), '--checkpoint', str(b0_checkpoint), '--domains', 'fog+noise',
         '--sequences', '2', '--frames', '10', '--size', '128x64', '--warmups', '20,40',
-        '--jobs', '1', '--bootstrap', '20', '--no-tc', '--row', 'tent=method:=tent,adapt.lr:=1e-3',
+        '--jobs', '1', '--bootstrap', '20', '--no-tc', '--peers', 'stats',
+        '--row', 'tent=method:=tent,adapt.lr:=1e-3', '--test-domains', 'night', '--test-sequences', '1',
         '-p', 'model.embed_dim:=32', '-p', 'model.window:=2', '-p', 'model.input_scale:=[128, 64]',
         '-p', 'adapt.passes:=1', '-p', 'teacher.prompt_threshold:=0.3'])
     report = quality.benchmark(args)
-    rows = [(r['row'], r['warmup']) for r in report['rows']]
-    assert rows == [(name, w) for name in (quality.SOURCE_ROW, 'ditta (defaults)',
-                                           'ditta, reference preset', 'tent')
-                    for w in (20.0, 40.0)]
-    for row in report['rows']:
-        assert 0 <= row['mIoU'] <= 1 and set(row['per_domain_mIoU']) == {'fog+noise'}
-        if row['row'] != quality.SOURCE_ROW:
-            point, low, high = row['delta_mIoU']
-            assert low <= point <= high
+    assert list(report['sets']) == ['tuning', 'test']
+    for name, domain in (('tuning', 'fog+noise'), ('test', 'night')):
+        part = report['sets'][name]
+        rows = [(r['row'], r['warmup']) for r in part['rows']]
+        assert rows == [(row, w) for row in (quality.SOURCE_ROW, 'ditta (defaults)',
+                                             'ditta, reference preset',
+                                             'statistics only (no training)', 'tent')
+                        for w in (20.0, 40.0)]
+        for row in part['rows']:
+            assert 0 <= row['mIoU'] <= 1 and set(row['per_domain_mIoU']) == {domain}
+            if row['row'] != quality.SOURCE_ROW:
+                point, low, high = row['delta_mIoU']
+                assert low <= point <= high
+            if row['row'] == 'statistics only (no training)':
+                assert row['served'] == f'statistics {1 if name == "test" else 2}'
+            if row['row'] == 'tent':
+                assert row['served'].startswith('continuous')
     assert 0 <= report['clear']['mIoU'] <= 1
     text = quality.markdown({k: v for k, v in report.items() if k not in ('params', 'folders')})
     assert 'Δ mIoU' in text and 'ditta, reference preset' in text
+    assert '### Tuning mixes: fog+noise' in text and '### Test mixes: night' in text
 
 
 def test_a_bad_row_is_refused_before_anything_runs(tmp_path):

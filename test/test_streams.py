@@ -350,3 +350,22 @@ def test_a_step_cap_bounds_the_adaptation_whatever_the_warm_up_length(tiny_model
     feed(stream, synthetic_clip(frames=4))
     status = stream.wait_for_adaptation(timeout=120)
     assert status.phase == Phase.ADAPTED and status.step == status.steps_total == 3
+
+
+def test_the_statistics_baseline_needs_no_teacher_and_serves_renormalised_statistics(
+        tiny_model):
+    stream = methods.make_stream('cam', tiny_model, SPEC, StreamConfig(
+        method='stats', warmup=WarmupConfig(frames=3)))
+    try:
+        feed(stream, synthetic_clip(frames=3))
+        status = stream.wait_for_adaptation(timeout=60)
+        assert status.phase == Phase.ADAPTED and status.decoder == 'statistics'
+        head = stream._head
+        assert head is not tiny_model.decode_head
+        source_norm, norm = tiny_model.decode_head.linear_fuse.bn, head.linear_fuse.bn
+        assert not torch.allclose(source_norm.running_mean, norm.running_mean)
+        for (name, a), (_, b) in zip(tiny_model.decode_head.named_parameters(),
+                                     head.named_parameters()):
+            assert torch.equal(a, b), f'{name} was trained'
+    finally:
+        stream.shutdown()

@@ -49,6 +49,14 @@ def restage(model: Segmentor, head: DiTTAHead, clip: WarmupClip, spec: InputSpec
                       [p.reliability.cpu() for p in predictions])
 
 
+def statistics_only(model: Segmentor, clip: WarmupClip, spec: InputSpec, adapt_cfg,
+                    device) -> AdaptationOutcome:
+    """Step 1 alone (method stats): the source head with the warm-up's statistics serves."""
+    stats = warmup_statistics(model, model.decode_head, clip.frames, spec, device)
+    head = with_statistics(model.decode_head, stats, adapt_cfg.norm_prior)
+    return AdaptationOutcome(head, 'statistics', '', 0, 0)
+
+
 def adapt_on_warmup(model: Segmentor, clip: WarmupClip, propagator: Propagator,
                     spec: InputSpec, targets_cfg: TargetConfig, adapt_cfg, harm: HarmCheck,
                     tau: float, device, class_names=None,

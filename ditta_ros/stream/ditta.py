@@ -2,9 +2,10 @@
 
 Warm-up: source-model predictions for every frame, every `stride`-th frame kept with its stage-A
 label and reliability, until the warm-up's frame count and/or stream duration is reached. Then
-stages B and C run on a copy of the decoder on the `AdaptationWorker` while the stream goes on
-publishing source predictions; the do-no-harm check passes, repairs or refuses the result; the
-adapted head is swapped in atomically and every later frame gets stage-D inference. Restart (a
+the adaptation (adapt/warmup.py: statistics, stages B and C, the checks, the label-free choice)
+runs on copies of the decoder on the `AdaptationWorker` while the stream goes on publishing
+source predictions; what it chose is swapped in atomically and every later frame gets stage-D
+inference (method stats: the statistics step alone, no teacher). Restart (a
 new warm-up) and reset (back to the source head) work in any phase; a result that arrives after
 either is discarded.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from ditta_ros.adapt.ditta import AdaptationCancelled, WarmupClip
-from ditta_ros.adapt.warmup import adapt_on_warmup
+from ditta_ros.adapt.warmup import adapt_on_warmup, statistics_only
 from ditta_ros.decoder_io import load_decoder, save_decoder
 from ditta_ros.model.heads import DiTTAHead
 from ditta_ros.model.segmentor import Segmentor
@@ -33,8 +34,8 @@ LOG = logging.getLogger('ditta_ros.stream')
 
 
 class DittaStream(StreamBase):
-    """One camera under DiTTA (method ditta), or under the source model alone (method none: the
-    same stream that never starts a warm-up)."""
+    """One camera under DiTTA (method ditta), its statistics-only baseline (method stats), or
+    the source model alone (method none: the same stream that never starts a warm-up)."""
     restart_note = 'new warm-up started'
 
     def __init__(self, name: str, model: Segmentor, spec: InputSpec, cfg: StreamConfig,
@@ -228,10 +229,13 @@ class DittaStream(StreamBase):
                         self._status.losses = dict(losses)
                         self._status.progress = 2 / 3 + step / (3 * total)
 
-            outcome = adapt_on_warmup(
-                self.model, clip, CancellablePropagator(self.teacher(), cancel.is_set),
-                self.spec, cfg.targets, cfg.adapt, cfg.harm_check, cfg.tau, self.device,
-                self.class_names, on_stage, on_step, cancel.is_set)
+            if cfg.method == 'stats':     # the statistics alone: no teacher, no training
+                outcome = statistics_only(self.model, clip, self.spec, cfg.adapt, self.device)
+            else:
+                outcome = adapt_on_warmup(
+                    self.model, clip, CancellablePropagator(self.teacher(), cancel.is_set),
+                    self.spec, cfg.targets, cfg.adapt, cfg.harm_check, cfg.tau, self.device,
+                    self.class_names, on_stage, on_step, cancel.is_set)
             with self._locked():
                 if not self._still_current(generation):
                     return

@@ -30,6 +30,8 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method('none', 'the source model frame by frame', False, False, False, DittaStream),
     Method('ditta', 'adapt on a warm-up (SAM2/flow distillation into the decoder), then the '
            'adapted model', True, True, True, DittaStream),
+    Method('stats', 'baseline: the decoder\'s BatchNorm statistics from the warm-up (prior '
+           'adapt.norm_prior), no weight trained, no teacher', False, True, True, DittaStream),
     Method('tent', 'peer test-time adaptation (entropy, BatchNorm affine)', False, True, False),
     Method('cotta', 'peer test-time adaptation (EMA teacher, restoration)', False, True, False),
     Method('auxadapt', 'peer test-time adaptation (auxiliary network)', False, True, False),

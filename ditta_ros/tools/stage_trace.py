@@ -1,7 +1,8 @@
 """Where a class's pixels go, stage by stage: why an adaptation erases (or keeps) a class.
 
-On the warm-up frames of one video, for the pixels the source model labels with class c
-(stage A), the share that still carries c
+On the warm-up frames of one video, for the pixels stage A labels with class c (the source model,
+or with norm_stats warmup the source model re-normalised by the warm-up's statistics), the share
+that still carries c
 
 * in the stage-B target (the teacher's tracks after the class vote; pixels outside every track
   fall back to the source label),
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from ditta_ros.adapt.ditta import WarmupClip, adapt, distillation_label
+from ditta_ros.adapt.norm_stats import warmup_statistics, with_statistics
 from ditta_ros.metrics import ConfusionMatrix
 from ditta_ros.predictor import FramePredictor
 from ditta_ros.stream.config import StreamConfig
@@ -52,8 +54,12 @@ def trace_video(video, warmup: int, model, spec, cfg: StreamConfig, teacher, cla
                 gt_lut: np.ndarray, device='cpu') -> Dict[str, ClassTrace]:
     """The trace of each class in `classes` (name -> id) on one video, `cfg`'s adaptation."""
     frames = video.frames[:warmup]
+    base = model.decode_head
+    if cfg.adapt.norm_stats == 'warmup':   # as adapt_on_warmup: stage A after the statistics
+        base = with_statistics(base, warmup_statistics(model, base, frames, spec, device),
+                               cfg.adapt.norm_prior)
     predictor = FramePredictor(model, spec, device)
-    stage_a = [predictor.predict(model.decode_head, f, fused=False, want_reliability=True)
+    stage_a = [predictor.predict(base, f, fused=False, want_reliability=True)
                for f in frames]
     source = [p.label.cpu() for p in stage_a]
     reliabilities = [p.reliability.cpu() for p in stage_a]
@@ -67,7 +73,7 @@ def trace_video(video, warmup: int, model, spec, cfg: StreamConfig, teacher, cla
     distill = [distillation_label(source[i], built.targets[i],
                                   reliabilities[i] if keep_confident else None,
                                   cfg.adapt.keep_reliability) for i in order]
-    head = adapt(model, model.decode_head, WarmupClip(list(frames), source, reliabilities),
+    head = adapt(model, base, WarmupClip(list(frames), source, reliabilities),
                  built.targets, spec, cfg.adapt, device).served_head()
     plain = _predict_all(model, spec, device, head, frames, False, cfg.tau)
     fused = _predict_all(model, spec, device, head, frames, True, cfg.tau)
