@@ -3,7 +3,7 @@
 1. generate short target-domain drives (fog and sensor noise) in the Cityscapes layout;
 2. write them to rosbag2 (MCAP);
 3. start the node (demo checkpoint; flow teacher, or SAM2 with --sam2-checkpoint) and replay the
-   bags to it over DDS, for the ISS baseline and for DiTTA;
+   bags to it over DDS, for the source model, DiTTA and TENT (the standard peer);
 4. print the report and save it (Markdown, JSON, plots) with an overlay video.
 """
 import argparse
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--sam2-checkpoint', default=None,
                    help='use SAM2 as the teacher (with --sam2-config)')
     p.add_argument('--sam2-config', default='configs/sam2.1/sam2.1_hiera_t.yaml')
+    p.add_argument('--methods', default='none,ditta,tent',
+                   help='methods to compare (ditta-eval --methods)')
     p.add_argument('--offline', action='store_true', help='run the camera streams here, without DDS')
     return p
 
@@ -59,7 +61,8 @@ def main(argv=None) -> int:
         make_bag.main([str(data), '--out', str(bags)])
     eval_args = [str(bags), '--params', str(Path(config_dir()) / 'demo.yaml'),
                  '-p', f'model.checkpoint:={checkpoint}', '--warmup-ratio',
-                 str(args.warmup_ratio), '--out', str(out / 'report'), '--video',
+                 str(args.warmup_ratio), '--methods', args.methods, '--out',
+                 str(out / 'report'), '--video',
                  '--json', str(out / 'report' / 'metrics.json')]
     if args.sam2_checkpoint:
         eval_args += ['-p', 'teacher.name:=sam2', '-p',
