@@ -10,6 +10,13 @@ its folded form (`FoldedAddon`, folded once per head: the kept key is the key ML
 layer), one token product fewer per frame for the same add-on logits. Like the kept key, the fold
 assumes a head's weights do not change while it serves: adaptation trains a copy, and adapted or
 loaded decoders are handed over as new heads.
+
+Temporal hold (`hold` > 0, stage D of the robust preset): on the decoder grid, the class each
+cell showed on the previous frame gets `hold` added to its logit before the frame's class is
+taken, so a cell changes class only where another class is at least e^hold times as probable as
+the one it holds. Flicker between near-equal classes stops; a confident change goes through at
+once. It costs one addition per grid cell and keeps no more than one label map; the add-on (when
+fused) still reads the previous frame's own logits.
 """
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -39,19 +46,29 @@ class _Previous:
     head: Optional[DiTTAHead] = None
     key: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
+    held: Optional[torch.Tensor] = None   # class per grid cell shown on this frame (hold > 0)
+
+
+def held_logits(logits: torch.Tensor, held: Optional[torch.Tensor], hold: float) -> torch.Tensor:
+    """Plain logits [1, C, h, w] with `hold` added to the class each cell held on the previous
+    frame (`held` [h, w]); unchanged without a previous frame or a hold."""
+    if hold <= 0 or held is None:
+        return logits
+    return logits.scatter_add(1, held[None, None], logits.new_full((1, 1) + held.shape, hold))
 
 
 class FramePredictor:
     """Stateful per-stream inference: call `predict` on consecutive frames of one stream."""
 
     def __init__(self, model: Segmentor, spec: InputSpec, device='cpu', tau: float = PAPER_TAU,
-                 precision: str = 'fp32'):
+                 precision: str = 'fp32', hold: float = 0.0):
         if precision not in PRECISIONS:
             raise ValueError(f'unknown precision {precision!r}; choose one of {list(PRECISIONS)}')
         self.model = model
         self.spec = spec
         self.device = torch.device(device)
         self.tau = tau
+        self.hold = hold
         self.precision = precision
         self._prev: Optional[_Previous] = None
         self._folded: Optional[Tuple[DiTTAHead, FoldedAddon]] = None
@@ -87,8 +104,11 @@ class FramePredictor:
 
     @torch.no_grad()
     def predict(self, head: DiTTAHead, frame_rgb: np.ndarray, fused: bool,
-                want_reliability: bool = False, want_probs: bool = False) -> Prediction:
-        """Predict one frame with `head` (eval mode); `fused` uses the add-on (stage D)."""
+                want_reliability: bool = False, want_probs: bool = False,
+                hold: Optional[float] = None) -> Prediction:
+        """Predict one frame with `head` (eval mode); `fused` uses the add-on (stage D); `hold`
+        overrides the predictor's temporal hold for this frame (0: none)."""
+        hold = self.hold if hold is None else hold
         frame_hw = frame_rgb.shape[:2]
         x = frame_input(frame_rgb, self.spec, self.device)
         with self._autocast():
@@ -96,7 +116,7 @@ class FramePredictor:
         embedding, logits = self._head_outputs(head, features)
         grid = tuple(logits.shape[-2:])
         prev = self._prev if self._prev is not None and self._prev.grid == grid else None
-        out = logits
+        out = held_logits(logits, prev.held if prev is not None else None, hold)
         addon_maps = self._folded_addon(head) if fused else None
         if fused and prev is not None:
             if prev.head is not head or prev.key is None:
@@ -104,8 +124,10 @@ class FramePredictor:
                 prev.key, prev.head = self._key(addon_maps, prev_embedding), head
             with self._autocast():
                 addon = head.attend(addon_maps.query(embedding[0]), prev.key, prev.logits[0])
-            out = torch.stack([logits[0], addon.float()])
+            out = torch.stack([out[0], addon.float()])
         self._prev = _Previous(features, grid)
+        if hold > 0:
+            self._prev.held = out[0].max(0).indices
         if fused:
             self._prev.head, self._prev.logits = head, logits
             self._prev.key = self._key(addon_maps, embedding)

@@ -55,6 +55,7 @@ def stream_config(p: Params) -> StreamConfig:
         start_immediately=p['start'] == 'immediate',
         publish_during_warmup=p['warmup.publish_source_masks'],
         tau=fusion_tau(p),
+        hold=fusion_hold(p),
         targets=TargetConfig(max_track=p['teacher.max_tracks'],
                              frame0_threshold=p['teacher.prompt_threshold'],
                              later_threshold=p['teacher.prompt_threshold']),
@@ -69,6 +70,14 @@ def stream_config(p: Params) -> StreamConfig:
 def fusion_tau(p: Params) -> float:
     """fusion.tau, or the preset's where it is negative."""
     return p['fusion.tau'] if p['fusion.tau'] >= 0 else PRESETS[p['adapt.preset']]['fusion_tau']
+
+
+def fusion_hold(p: Params) -> float:
+    """fusion.hold, or where it is negative the preset's for method ditta and none for the
+    others (the source model and the baselines stay frame by frame unless asked)."""
+    if p['fusion.hold'] >= 0:
+        return p['fusion.hold']
+    return PRESETS[p['adapt.preset']]['fusion_hold'] if p['method'] == 'ditta' else 0.0
 
 
 def harm_check_enabled(p: Params) -> bool:

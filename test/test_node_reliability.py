@@ -34,7 +34,7 @@ PHASES = {
                           'teacher.flow_max_side': 1024, 'teacher.prompt_threshold': 0.3}, 20),
     'adapting': ({'adapt.passes': 60, 'model.input_scale': [256, 128]}, 4),
     'adapted': ({}, 4),
-    'failed': ({'teacher.prompt_threshold': 1.0}, 4),
+    'failed': ({'teacher.prompt_threshold': 1.0, 'adapt.norm_stats': 'source'}, 4),
 }
 
 

@@ -81,7 +81,8 @@ class AdaptConfig:
         if name not in PRESETS:
             raise ValueError(f'unknown adaptation preset {name!r}; choose one of '
                              f'{", ".join(PRESETS)}')
-        recipe = {k: v for k, v in PRESETS[name].items() if k not in ('fusion_tau', 'harm_check')}
+        recipe = {k: v for k, v in PRESETS[name].items()
+                  if k not in ('fusion_tau', 'fusion_hold', 'harm_check')}
         return cls(**dict(recipe, **changes))
 
 

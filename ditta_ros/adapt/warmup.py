@@ -5,7 +5,8 @@
    recomputed with that head: the targets and the labels stage C keeps are then those of the
    re-normalised model, not of the source model it is about to replace.
 2. Stage B: the teacher's targets on the warm-up clip.
-3. Stage C on every frame with a target except the held-out ones (`holdout_frames`).
+3. Stage C on every frame with a target except the held-out ones (`holdout_frames`, when the
+   choice is on).
 4. The checks: divergence (collapse onto one class) refuses; the do-no-harm check passes,
    repairs (blends towards the head stage C started from) or refuses.
 5. The label-free choice (choice.py) among the trained head, the statistics-only head and the
@@ -77,7 +78,7 @@ def adapt_on_warmup(model: Segmentor, clip: WarmupClip, propagator: Propagator,
     if not build.targets:
         raise AdaptationError('the teacher got no prompt: no class reached reliability '
                               f'{targets_cfg.frame0_threshold} in the warm-up frames')
-    held = held_out_frames(build.targets, adapt_cfg.holdout_frames)
+    held = held_out_frames(build.targets, adapt_cfg.holdout_frames) if adapt_cfg.choose else []
     trained = {i: t for i, t in build.targets.items() if i not in held}
     steps = len(step_plan(adapt_cfg, sorted(trained)))
     if on_stage is not None:

@@ -159,6 +159,11 @@ PARAMS: List[ParamDef] = [
     ParamDef('fusion.tau', 'float', 'Plain-branch reliability below which the add-on branch '
              'is fused in (0: never, the adapted plain branch alone; -1: the preset\'s, robust 0, '
              'reference 0.8).', NOW, bounds=(-1.0, 1.0)),
+    ParamDef('fusion.hold', 'float', 'Temporal hold: the class each cell of the decoder grid '
+             'showed on the previous frame gets this much added to its logit, so it changes '
+             'only for a class e^hold times as probable (0: none; -1: the preset\'s for method '
+             'ditta, robust 2, reference 0, and none for the other methods).', NOW,
+             bounds=(-1.0, 50.0)),
     ParamDef('device', 'str', 'auto (CUDA if available), cuda or cpu.',
              choices=('auto', 'cuda', 'cpu')),
     ParamDef('precision', 'str', 'Inference autocast of the backbone, decoder and add-on: '

@@ -41,6 +41,7 @@ class StreamConfig:
     start_immediately: bool = True        # False: wait for start_adaptation()
     publish_during_warmup: bool = True    # source-model masks while the warm-up runs
     tau: float = PAPER_TAU
+    hold: float = 0.0                     # temporal hold of the served classes (predictor.py)
     targets: TargetConfig = TargetConfig()  # num_classes: the model's (settings.stream_config)
     adapt: AdaptConfig = AdaptConfig()
     harm_check: HarmCheck = HarmCheck(enabled=False)  # do-no-harm check (the node: the preset's)

@@ -48,7 +48,8 @@ class DittaStream(StreamBase):
         # a stream given no worker runs its adaptation on one of its own (ended by shutdown)
         self._owns_worker = adapts and worker is None
         self.worker = AdaptationWorker() if self._owns_worker else worker
-        self.predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
+        self.predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision,
+                                        cfg.hold)
         self._source_predictor = FramePredictor(model, spec, self.device, cfg.tau, cfg.precision)
         self._head: DiTTAHead = model.decode_head
         self._head_target_decoder = ''   # the target decoder of the adaptation that made _head
@@ -66,6 +67,7 @@ class DittaStream(StreamBase):
 
     def _apply_now_locked(self, cfg: StreamConfig) -> None:
         self.predictor.tau = self._source_predictor.tau = cfg.tau
+        self.predictor.hold = cfg.hold
 
     def _begin_locked(self) -> None:
         """A new warm-up (cancelling any adaptation in flight)."""
@@ -172,8 +174,10 @@ class DittaStream(StreamBase):
                 self._seen += 1
         # with tau 0 nothing is fused: the add-on is not even computed (the ISS frame's cost)
         fused = head is not self.model.decode_head and self.predictor.tau > 0
-        prediction = self.predictor.predict(head, frame_rgb, fused=fused,
-                                            want_reliability=want_reliability or (keep and not fused))
+        # the warm-up's masks are the source model's own (its stage A): no temporal hold
+        prediction = self.predictor.predict(
+            head, frame_rgb, fused=fused, want_reliability=want_reliability or (keep and not fused),
+            hold=0.0 if phase == Phase.WARMUP else None)
         if phase != Phase.WARMUP:
             return prediction
         stage_a = None

@@ -46,7 +46,8 @@ def ablation_rows(warmup: float) -> List[Row]:
     robust, reference = PRESETS['robust'], PRESETS['reference']
     rows = []
     for knob in robust:
-        param = 'fusion.tau' if knob == 'fusion_tau' else f'adapt.{knob}'
+        param = knob.replace('fusion_', 'fusion.') if knob.startswith('fusion_') \
+            else f'adapt.{knob}'
         mine, theirs = _effective(robust, knob), _effective(reference, knob)
         if knob == 'addon_lr':   # the reference trains the add-on with the rest of the head
             theirs = robust['lr']
