@@ -28,7 +28,10 @@ def test_bench_measures_each_method_and_writes_the_table_and_json(tmp_path):
     assert cost['fused']['gmacs'] > cost['ISS']['gmacs'] > 0
     assert cost['fused']['latency_p50_ms'] > 0 and cost['ISS']['latency_p50_ms'] > 0
     assert report['ratios']['fused / ISS multiply-adds'] > 1
-    assert '| fused |' in table.read_text()
+    assert '| fused |' in table.read_text() and '| held |' in table.read_text()
+    # the temporal hold adds no matrix product or convolution to the ISS pass
+    assert cost['held']['gmacs'] == cost['ISS']['gmacs']
+    assert report['ratios']['held (the defaults) / ISS frame time, alternating'] > 0
 
 
 def _killed_for_memory():

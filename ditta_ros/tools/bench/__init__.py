@@ -14,8 +14,9 @@ Extra comparisons:
   --stage-b-comparison    stage B with SAM2 image features cached per warm-up frame against
                           recomputing them at every per-object call; targets must be identical
   --stage-costs           per-frame cost of each DiTTA stage (A, B, C per step, D) at --size
-  --addon-cost            stage D against the ISS pass in one process, frames alternating
-                          between the two (--frames of each), and the multiply-adds of each
+  --addon-cost            stage D (the defaults' temporal hold; the add-on's fusion) against
+                          the ISS pass in one process, frames alternating between them
+                          (--frames of each), and the multiply-adds of each
   --node-latency          the node over DDS: per-frame latency, throughput, and the share spent
                           outside the model (decode, encode, publish), at --size
 """
@@ -152,6 +153,8 @@ def main(argv=None) -> int:
     if args.addon_cost:
         print('[bench] add-on cost ...', flush=True)
         cost = report['addon_cost'] = in_fresh_process(addon_cost, args)
+        report['ratios']['held (the defaults) / ISS frame time, alternating'] = \
+            cost['held']['latency_p50_ms'] / cost['ISS']['latency_p50_ms']
         report['ratios']['fused / ISS frame time, alternating'] = \
             cost['fused']['latency_p50_ms'] / cost['ISS']['latency_p50_ms']
         report['ratios']['fused / ISS multiply-adds'] = \

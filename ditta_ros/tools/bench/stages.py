@@ -156,19 +156,22 @@ def stage_costs(args):
 
 def addon_cost(args):
     """Stage D against the ISS pass of the same model on the same frames, in one process: each
-    frame is predicted plain, then fused (the untrained add-on costs what an adapted one does),
-    so a drift of the machine's speed hits both alike; and the multiply-adds of one frame of each
-    (matrix products and convolutions, as PyTorch's flop counter counts them; elementwise work
-    such as the softmax is not counted)."""
+    frame is predicted plain, plain with the robust preset's temporal hold (what the defaults
+    serve), then fused with the add-on (the reference's stage D; the untrained add-on costs what
+    an adapted one does), so a drift of the machine's speed hits all alike; and the multiply-adds
+    of one frame of each (matrix products and convolutions, as PyTorch's flop counter counts
+    them; elementwise work such as the softmax and the hold's addition is not counted)."""
     from torch.utils.flop_counter import FlopCounterMode
+    from ditta_ros.adapt.presets import PRESETS
     from ditta_ros.predictor import FramePredictor
     from ditta_ros.preprocess import InputSpec
     device = device_for(args.device)
     model = bench_model(args, device)
     spec = InputSpec(img_scale=frame_size(args.size))
     frames = bench_frames(args, args.frames + 1)
-    predictors = {kind: FramePredictor(model, spec, device, precision=args.precision)
-                  for kind in ('ISS', 'fused')}
+    holds = {'ISS': 0.0, 'held': PRESETS['robust']['fusion_hold'], 'fused': 0.0}
+    predictors = {kind: FramePredictor(model, spec, device, precision=args.precision, hold=hold)
+                  for kind, hold in holds.items()}
     seconds = {kind: [] for kind in predictors}
     for i, frame in enumerate(frames):
         for kind, predictor in predictors.items():
