@@ -50,6 +50,16 @@ def relabelling(build_targets, victim: int, into: int):
     return build
 
 
+def harmful_teacher(model, monkeypatch, **changes):
+    """Stage B relabels the victim class (returned) into class 0; and a recipe that follows the
+    teacher everywhere, fast, on the source statistics, with `changes` on top."""
+    victim = victim_class(model, synthetic_clip(frames=6))
+    monkeypatch.setattr(warmup_adaptation, 'build_targets',
+                        relabelling(warmup_adaptation.build_targets, victim, 0))
+    return victim, AdaptConfig.preset('robust', label_rule='override', lr=1e-2,
+                                      norm_stats='source', **changes)
+
+
 def adapt_stream(model, worker, teacher, adapt, check, tau=0.8):
     stream = make_stream('cam', model, SPEC, StreamConfig(
         warmup=WarmupConfig(frames=6), adapt=adapt, harm_check=check, seed=0, tau=tau,
@@ -64,12 +74,8 @@ def adapt_stream(model, worker, teacher, adapt, check, tau=0.8):
 def test_an_adaptation_that_erases_a_class_is_refused_and_the_source_keeps_serving(
         tiny_model, worker, monkeypatch):
     frames = synthetic_clip(frames=6)
-    victim = victim_class(tiny_model, frames)
-    monkeypatch.setattr(warmup_adaptation, 'build_targets',
-                        relabelling(warmup_adaptation.build_targets, victim, 0))
     # the check alone decides (the label-free choice would serve another candidate instead)
-    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2, norm_stats='source',
-                                 choose=False)
+    victim, harmful = harmful_teacher(tiny_model, monkeypatch, choose=False)
     flow = make_teacher(TeacherSpec(name='flow'), 'cpu')
 
     unchecked = adapt_stream(tiny_model, worker, flow, harmful, HarmCheck(enabled=False))
@@ -124,11 +130,7 @@ def test_a_harmful_head_is_repaired_by_the_first_blend_that_keeps_every_class(ti
 
 def test_with_the_choice_on_a_refused_decoder_leaves_the_other_candidates_to_serve(
         tiny_model, worker, monkeypatch):
-    frames = synthetic_clip(frames=6)
-    victim = victim_class(tiny_model, frames)
-    monkeypatch.setattr(warmup_adaptation, 'build_targets',
-                        relabelling(warmup_adaptation.build_targets, victim, 0))
-    harmful = AdaptConfig.preset('robust', label_rule='override', lr=1e-2, norm_stats='source')
+    _, harmful = harmful_teacher(tiny_model, monkeypatch)
     stream = adapt_stream(tiny_model, worker, make_teacher(TeacherSpec(name='flow'), 'cpu'),
                           harmful, HarmCheck(blends=()))
     status = stream.status()
