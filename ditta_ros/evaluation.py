@@ -81,6 +81,21 @@ def run_offline(video: Video, model, spec, cfg: StreamConfig, teacher, device='c
                     len(video), sum(p is not None for p in preds), decoder=status.decoder)
 
 
+def labelled_runs(frames: List[int], labelled) -> List[List[int]]:
+    """The maximal runs of consecutive frame indices in `frames` that all have a label (mVC
+    windows need consecutive labelled frames: a sparsely labelled video such as a Cityscapes
+    snippet, labelled at its 20th frame only, has none)."""
+    runs: List[List[int]] = []
+    for i in frames:
+        if i not in labelled:
+            continue
+        if runs and runs[-1][-1] == i - 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 @dataclass
 class MethodScores:
     """Metrics of one method accumulated over videos."""
@@ -109,12 +124,12 @@ class MethodScores:
                                    'mIoU': instant.miou()})
             if i >= run.warmup:
                 self.confusion.add(run.preds[i], gt)
-        with_gt = [i for i in evaluated if i in video.label_ids]
-        if with_gt and len(with_gt) == len(evaluated):
-            gts = [lut[video.label_ids[i]] for i in evaluated]
-            preds = [run.preds[i] for i in evaluated]
+        for frames in labelled_runs(evaluated, video.label_ids):
+            gts = [lut[video.label_ids[i]] for i in frames]
+            preds = [run.preds[i] for i in frames]
             for n in self.vc_windows:
-                self.vc[n].append(video_consistency_scores(preds, gts, n))
+                if len(frames) > n:   # a run too short for a window gives none (mVC: n/a)
+                    self.vc[n].append(video_consistency_scores(preds, gts, n))
         if with_tc and len(evaluated) > 1:
             self.tc.append(temporal_consistency([video.frames[i] for i in evaluated],
                                                 [run.preds[i] for i in evaluated],

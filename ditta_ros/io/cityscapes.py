@@ -5,8 +5,11 @@
     gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_instanceIds.png   (uint16)
     gtFine/{split}/{city}/{city}_{seq:06d}_{frame:06d}_gtFine_color.png         (RGBA)
 
-Real Cityscapes labels only the 20th frame of each 30-frame snippet; generated sequences label
-every frame. A reader returns, per sequence, the frame paths in order and whatever labels exist.
+Real Cityscapes labels only the 20th frame of each 30-frame snippet, and one sequence id holds
+many snippets (frankfurt_000000: frames 275-304, 557-586, ...): unrelated scenes, one after the
+other. A reader returns one video per snippet (a run of consecutive frame numbers), named
+`{city}_{seq}_{first frame}` where a sequence id holds several, `{city}_{seq}` where it holds one
+(generated sequences), with the frame paths in order and whatever labels exist.
 """
 import re
 from dataclasses import dataclass, field
@@ -62,7 +65,7 @@ def write_frame(root, split, city, seq, frame, image, label_ids, instance_ids, p
 
 @dataclass
 class SequenceFiles:
-    """One sequence of a Cityscapes-style folder."""
+    """One video of a Cityscapes-style folder: a snippet of consecutive frames of a sequence."""
     split: str
     city: str
     seq: int
@@ -70,10 +73,25 @@ class SequenceFiles:
     images: List[Path] = field(default_factory=list)
     label_ids: Dict[int, Path] = field(default_factory=dict)     # frame index -> path
     instance_ids: Dict[int, Path] = field(default_factory=dict)
+    snippet: Optional[int] = None     # first frame number, where the sequence id holds several
 
     @property
     def name(self) -> str:
-        return f'{self.city}_{self.seq:06d}'
+        base = f'{self.city}_{self.seq:06d}'
+        return base if self.snippet is None else f'{base}_{self.snippet:06d}'
+
+
+def split_snippets(entry: SequenceFiles) -> List[SequenceFiles]:
+    """The runs of consecutive frame numbers of a sequence (frames sorted), one video each;
+    the sequence itself when its frames are consecutive."""
+    starts = [0] + [i for i in range(1, len(entry.frames))
+                    if entry.frames[i] != entry.frames[i - 1] + 1]
+    if len(starts) == 1:
+        return [entry]
+    bounds = starts + [len(entry.frames)]
+    return [SequenceFiles(entry.split, entry.city, entry.seq, entry.frames[a:b],
+                          entry.images[a:b], snippet=entry.frames[a])
+            for a, b in zip(bounds, bounds[1:])]
 
 
 def find_sequences(root, split: Optional[str] = None) -> List[SequenceFiles]:
@@ -97,20 +115,24 @@ def find_sequences(root, split: Optional[str] = None) -> List[SequenceFiles]:
                     frame = int(m['frame'])
                     entry.frames.append(frame)
                     entry.images.append(image)
-    for (split_name, city, seq), entry in found.items():
-        order = np.argsort(entry.frames)
-        entry.frames = [entry.frames[i] for i in order]
-        entry.images = [entry.images[i] for i in order]
-        for index, frame in enumerate(entry.frames):
-            for kind, target in (('labelIds', entry.label_ids),
-                                 ('instanceIds', entry.instance_ids)):
-                path = gt_path(root, split_name, city, seq, frame, kind)
-                if path.is_file():
-                    target[index] = path
     if not found:
         raise FileNotFoundError(f'no Cityscapes-style frames under {root} '
                                 '(expected leftImg8bit_sequence/<split>/<city>/*_leftImg8bit.png)')
-    return [found[k] for k in sorted(found)]
+    videos = []
+    for key in sorted(found):
+        entry = found[key]
+        order = np.argsort(entry.frames)
+        entry.frames = [entry.frames[i] for i in order]
+        entry.images = [entry.images[i] for i in order]
+        for video in split_snippets(entry):
+            for index, frame in enumerate(video.frames):
+                for kind, target in (('labelIds', video.label_ids),
+                                     ('instanceIds', video.instance_ids)):
+                    path = gt_path(root, video.split, video.city, video.seq, frame, kind)
+                    if path.is_file():
+                        target[index] = path
+            videos.append(video)
+    return videos
 
 
 def read_label_ids(path) -> np.ndarray:
