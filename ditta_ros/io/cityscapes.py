@@ -75,6 +75,12 @@ class SequenceFiles:
     instance_ids: Dict[int, Path] = field(default_factory=dict)
     snippet: Optional[int] = None     # first frame number, where the sequence id holds several
 
+    def read_labels(self, index: int) -> np.ndarray:
+        return read_label_ids(self.label_ids[index])
+
+    def read_instances(self, index: int) -> np.ndarray:
+        return read_label_ids(self.instance_ids[index])
+
     @property
     def name(self) -> str:
         base = f'{self.city}_{self.seq:06d}'

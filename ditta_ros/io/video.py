@@ -1,15 +1,16 @@
-"""Videos to evaluate on, from a Cityscapes-style folder, one sequence bag, or a folder of bags.
+"""Videos to evaluate on, from a Cityscapes-style folder, a VSPW folder, one sequence bag, or a
+folder of bags.
 
 A `Video` holds the RGB frames, their stamps (seconds) and, where they exist, ground-truth label
 ids (the dataset's ids, e.g. Cityscapes labelIds) and instance ids, keyed by frame index.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
-from ditta_ros.io import cityscapes
+from ditta_ros.io import cityscapes, vspw
 
 
 @dataclass
@@ -29,8 +30,17 @@ def is_bag(path: Path) -> bool:
     return (path / 'metadata.yaml').is_file()
 
 
+def find_video_files(path, split=None) -> Tuple[list, float]:
+    """The videos of a dataset folder as file lists (name, frames, images, label_ids,
+    instance_ids), whatever its layout (VSPW or Cityscapes), and its frame rate."""
+    if vspw.is_vspw(path):
+        return vspw.find_videos(path, split), vspw.VSPW_FPS
+    return cityscapes.find_sequences(path, split), cityscapes.CITYSCAPES_FPS
+
+
 def load_videos(path, split=None) -> List[Video]:
-    """Every video under `path` (a sequence bag, a folder of bags, or a Cityscapes folder)."""
+    """Every video under `path` (a sequence bag, a folder of bags, a Cityscapes-style or a VSPW
+    folder)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f'no such file or folder: {path}')
@@ -39,7 +49,8 @@ def load_videos(path, split=None) -> List[Video]:
     bags = sorted(p for p in path.iterdir() if p.is_dir() and is_bag(p)) if path.is_dir() else []
     if bags:
         return [load_bag(p) for p in bags]
-    return [load_cityscapes_sequence(seq) for seq in cityscapes.find_sequences(path, split)]
+    videos, fps = find_video_files(path, split)
+    return [load_video_files(video, fps) for video in videos]
 
 
 def load_bag(path: Path) -> Video:
@@ -49,11 +60,10 @@ def load_bag(path: Path) -> Video:
                  frame_id or 'camera')
 
 
-def load_cityscapes_sequence(seq: cityscapes.SequenceFiles,
-                             fps: float = cityscapes.CITYSCAPES_FPS) -> Video:
+def load_video_files(seq, fps: float = cityscapes.CITYSCAPES_FPS) -> Video:
+    """A video from its file lists (find_video_files), stamped from its frame numbers."""
     frames = [cityscapes.read_rgb(p) for p in seq.images]
     stamps = [(f - seq.frames[0]) / fps for f in seq.frames]
-    labels = {i: cityscapes.read_label_ids(p) for i, p in seq.label_ids.items()}
-    instances = {i: cityscapes.read_label_ids(p).astype(np.int32)
-                 for i, p in seq.instance_ids.items()}
+    labels = {i: seq.read_labels(i) for i in seq.label_ids}
+    instances = {i: seq.read_instances(i).astype(np.int32) for i in seq.instance_ids}
     return Video(seq.name, frames, stamps, labels, instances)
