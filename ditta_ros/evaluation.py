@@ -106,6 +106,7 @@ class MethodScores:
     tc: List[List[float]] = field(default_factory=list)
     per_frame: List[dict] = field(default_factory=list)
     runs: List[VideoRun] = field(default_factory=list)
+    frames_evaluated: int = 0
 
     def __post_init__(self):
         self.confusion = ConfusionMatrix(self.labels.num_classes)
@@ -114,6 +115,7 @@ class MethodScores:
     def add(self, video: Video, run: VideoRun, with_tc: bool = True) -> None:
         lut = self.labels.id_to_train_id()
         evaluated = [i for i in range(run.warmup, len(video)) if run.preds[i] is not None]
+        self.frames_evaluated += len(evaluated)
         for i in range(len(video)):
             gt = lut[video.label_ids[i]] if i in video.label_ids else None
             if gt is None or run.preds[i] is None:
@@ -136,6 +138,18 @@ class MethodScores:
                                                 self.labels.num_classes))
         self.runs.append(run)
 
+    def merge(self, other: 'MethodScores') -> None:
+        """Add the scores of other videos (kept in order): confusion matrices summed, consistency
+        windows, TC pairs, per-frame rows and runs appended. Scores of videos merged in the
+        videos' order equal those of one MethodScores that added them in that order."""
+        self.confusion.matrix += other.confusion.matrix
+        for n in self.vc_windows:
+            self.vc[n].extend(other.vc[n])
+        self.tc.extend(other.tc)
+        self.per_frame.extend(other.per_frame)
+        self.runs.extend(other.runs)
+        self.frames_evaluated += other.frames_evaluated
+
     def summary(self) -> dict:
         result = summarize(self.confusion, self.vc, self.tc, self.labels.class_names)
         sent = sum(r.sent for r in self.runs)
@@ -149,6 +163,5 @@ class MethodScores:
             'phases': [r.phase for r in self.runs],
             'failures': [r.reason for r in self.runs if r.reason],
         })
-        result['frames_evaluated'] = sum(
-            1 for r in self.runs for i in range(r.warmup, len(r.preds)) if r.preds[i] is not None)
+        result['frames_evaluated'] = self.frames_evaluated
         return result

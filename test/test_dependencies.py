@@ -23,7 +23,8 @@ REQUIRED = {
 ROS = {'rclpy', 'sensor_msgs', 'std_srvs', 'diagnostic_msgs', 'rcl_interfaces', 'launch',
        'launch_ros', 'ament_index_python', 'vision_msgs', 'lifecycle_msgs'}
 # module -> pip extra: imported only by the feature that needs it, with an error naming it
-OPTIONAL = {'sam2': 'sam2', 'rosbags': 'bags', 'safetensors': 'hf', 'transformers': 'hf'}
+OPTIONAL = {'sam2': 'sam2', 'rosbags': 'bags', 'safetensors': 'hf', 'transformers': 'hf',
+            'ray': 'ray'}
 
 
 def imported_modules():

@@ -38,19 +38,38 @@ def find_video_files(path, split=None) -> Tuple[list, float]:
     return cityscapes.find_sequences(path, split), cityscapes.CITYSCAPES_FPS
 
 
-def load_videos(path, split=None) -> List[Video]:
-    """Every video under `path` (a sequence bag, a folder of bags, a Cityscapes-style or a VSPW
-    folder)."""
-    path = Path(path)
+def _sources(path: Path, split=None) -> Tuple[list, float]:
+    """What load_videos would load, unloaded: bag folders, or file lists and their rate."""
     if not path.exists():
         raise FileNotFoundError(f'no such file or folder: {path}')
     if is_bag(path):
-        return [load_bag(path)]
+        return [path], 0.0
     bags = sorted(p for p in path.iterdir() if p.is_dir() and is_bag(p)) if path.is_dir() else []
     if bags:
-        return [load_bag(p) for p in bags]
-    videos, fps = find_video_files(path, split)
-    return [load_video_files(video, fps) for video in videos]
+        return bags, 0.0
+    return find_video_files(path, split)
+
+
+def video_count(path, split=None) -> int:
+    """How many videos load_videos(path, split) gives, without loading them."""
+    return len(_sources(Path(path), split)[0])
+
+
+def load_video_at(path, index: int, split=None) -> Video:
+    """The `index`-th video of load_videos(path, split), alone (a worker loads only its own)."""
+    sources, fps = _sources(Path(path), split)
+    return _load(sources[index], fps)
+
+
+def _load(source, fps: float) -> Video:
+    return load_bag(source) if isinstance(source, Path) else load_video_files(source, fps)
+
+
+def load_videos(path, split=None) -> List[Video]:
+    """Every video under `path` (a sequence bag, a folder of bags, a Cityscapes-style or a VSPW
+    folder)."""
+    sources, fps = _sources(Path(path), split)
+    return [_load(source, fps) for source in sources]
 
 
 def load_bag(path: Path) -> Video:

@@ -1,6 +1,7 @@
 """ditta-eval: replay recorded drives through the node and score it against the ground truth.
 
-Input: a sequence bag (ditta-make-bag), a folder of them, or a Cityscapes-style folder.
+Input: a sequence bag (ditta-make-bag), a folder of them, a Cityscapes-style folder (one video per
+snippet) or a VSPW folder (--split val reads val.txt).
 Each video is run with the warm-up-to-frozen protocol (the paper's): a fresh model, the first
 `--warmup-ratio` % of the frames (or `--warmup-seconds`) as warm-up, metrics on the rest, for the
 ISS baseline (`none`) and the adapted model (`ditta`) side by side on the same frames.
@@ -9,27 +10,28 @@ Modes:
   (default)  real DDS: starts the installed node for each video and method (or, with --attach,
              talks to a node already running) and replays the frames to it, recording the masks
              it publishes; frames sent / received / dropped are reported.
-  --offline  runs the camera streams in this process, no DDS; deterministic with --seed.
+  --offline  runs the camera streams without DDS, one job per video: in this process, in
+             --jobs worker processes, or as tasks on a Ray cluster (--ray); the scores are merged
+             in the videos' order, equal to a serial run's; deterministic with a seed.
 
 Model, teacher and adaptation settings come from the node's parameter files (--params, default
 the package's config/ditta.yaml), so the evaluation runs exactly what the node would run.
 """
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from ditta_ros import report as rep
-from ditta_ros import settings
-from ditta_ros.evaluation import MethodScores, VideoRun, run_offline, warmup_frames_for
-from ditta_ros.io.video import load_videos
+from ditta_ros.evaluation import MethodScores, VideoRun, warmup_frames_for
+from ditta_ros.io.video import load_videos, video_count
 from ditta_ros.labels import load_label_set
-from ditta_ros.model.build import build_model
 from ditta_ros.ros.params import load_parameters, parse_assignment
 from ditta_ros.runtime import configure_process
 from ditta_ros.stream.methods import METHOD_NAMES, METHODS, parse_methods
-from ditta_ros.teacher.factory import make_teacher, oracle_teacher
+from ditta_ros.tools.eval_jobs import EvalSetup, evaluate_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +50,16 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--warmup-seconds', type=float, default=None,
                        help='warm-up duration in stream seconds')
     p.add_argument('--offline', action='store_true', help='run the camera streams here, without DDS')
+    p.add_argument('--jobs', type=int, default=1,
+                   help='offline: videos run in this many worker processes at once')
+    p.add_argument('--threads', type=int, default=0,
+                   help='offline: PyTorch threads per video (default: the cores shared among the '
+                        'workers); the figures of a run do not depend on --jobs or --ray, but '
+                        'floating-point sums do on the thread count')
+    p.add_argument('--ray', default=None, metavar='ADDRESS',
+                   help='offline: one Ray task per video on a cluster: its address '
+                        '(ray://head:10001), auto (RAY_ADDRESS / a running ray start), or local '
+                        '(a Ray instance on this machine, on 127.0.0.1); needs the ray extra')
     p.add_argument('--oracle', action='store_true',
                    help='offline only: the teacher follows the ground-truth instance tracks')
     p.add_argument('--attach', action='store_true',
@@ -129,28 +141,6 @@ def _restart_attached(client, args, method):
         raise SystemExit(f'error: the attached node refused: {response.message}')
 
 
-def run_offline_all(args, params, videos, methods, warmups, tick):
-    labels = load_label_set(params['model.label_set'])
-    device = settings.resolve_device(params['device'])
-    model = build_model(settings.model_spec(params, labels), device).eval()
-    spec = settings.input_spec(params)
-    teacher = None
-    if any(METHODS[m].needs_teacher for m in methods) and not args.oracle:
-        teacher = make_teacher(settings.teacher_spec(params), device)
-    runs = {m: [] for m in methods}
-    for video, warmup in zip(videos, warmups):
-        if args.oracle:
-            teacher = oracle_teacher(video.frames, video.instance_ids)
-        for method in methods:
-            p = dict(params, method=method, **{'warmup.frames': warmup, 'warmup.seconds': 0.0,
-                                               'warmup.stride': 1, 'start': 'immediate'})
-            cfg = settings.stream_config(p)
-            runs[method].append(run_offline(video, model, spec, cfg, teacher, device,
-                                            not args.no_wait, progress=tick,
-                                            class_names=labels.class_names))
-    return runs
-
-
 def evaluate(args) -> dict:
     params = load_parameters(args.params, parse_overrides(args.param))
     try:
@@ -159,19 +149,32 @@ def evaluate(args) -> dict:
         raise SystemExit(f'error: {exc}') from None
     if args.oracle and not args.offline:
         raise SystemExit('error: --oracle needs --offline (the node has no ground truth)')
-    videos = load_videos(args.data, args.split)[:args.max_videos]
-    warmups = [warmup_frames_for(v, args.warmup_ratio, args.warmup_seconds) for v in videos]
+    if (args.jobs > 1 or args.ray) and not args.offline:
+        raise SystemExit('error: --jobs and --ray need --offline (a replay talks to one node)')
     labels = load_label_set(params['model.label_set'])
-    total = sum(len(v) for v in videos) * len(methods)
-    with tqdm(total=total, desc='ditta-eval', unit='frame') as bar:
-        runner = run_offline_all if args.offline else run_dds
-        runs = runner(args, params, videos, methods, warmups, lambda: bar.update(1))
-    scores = {m: MethodScores(labels) for m in methods}
-    for method in methods:
-        for video, run in zip(videos, runs[method]):
-            scores[method].add(video, run, with_tc=not args.no_tc)
+    videos = None
+    if args.offline:
+        count = video_count(args.data, args.split)
+        count = min(count, args.max_videos) if args.max_videos else count
+        setup = EvalSetup(params, str(args.data), args.split, tuple(methods), args.warmup_ratio,
+                          args.warmup_seconds, args.oracle, not args.no_wait, not args.no_tc,
+                          keep_predictions=bool(args.out), threads=_threads(args))
+        with tqdm(total=count, desc='ditta-eval', unit='video') as bar:
+            runs, scores = evaluate_offline(setup, count, args.jobs, args.ray,
+                                            progress=lambda results: _ticking(results, bar))
+        warmups = [run.warmup for run in runs[methods[0]]]
+    else:
+        videos = load_videos(args.data, args.split)[:args.max_videos]
+        warmups = [warmup_frames_for(v, args.warmup_ratio, args.warmup_seconds) for v in videos]
+        total = sum(len(v) for v in videos) * len(methods)
+        with tqdm(total=total, desc='ditta-eval', unit='frame') as bar:
+            runs = run_dds(args, params, videos, methods, warmups, lambda: bar.update(1))
+        scores = {m: MethodScores(labels) for m in methods}
+        for method in methods:
+            for video, run in zip(videos, runs[method]):
+                scores[method].add(video, run, with_tc=not args.no_tc)
     report = {
-        'data': str(args.data), 'videos': len(videos), 'mode': 'offline' if args.offline
+        'data': str(args.data), 'videos': len(warmups), 'mode': _mode(args) if args.offline
         else f'dds ({args.pace}{", attached" if args.attach else ""})',
         'warmup': (f'{args.warmup_seconds} s' if args.warmup_seconds is not None
                    else f'{args.warmup_ratio or 10:g} %') + f' ({sum(warmups)} frames in all)',
@@ -182,10 +185,34 @@ def evaluate(args) -> dict:
         'methods': {m: scores[m].summary() for m in methods},
     }
     if args.out:
+        if videos is None:   # offline: the overlays need the frames here
+            videos = load_videos(args.data, args.split)[:len(warmups)]
         _write_outputs(Path(args.out), args, report, videos, runs, scores, labels)
     if args.json:
         rep.write_json(Path(args.json), report)
     return report
+
+
+def _ticking(results, bar):
+    for result in results:
+        bar.update(1)
+        yield result
+
+
+def _threads(args) -> int:
+    """PyTorch threads per video: --threads, else the cores shared among the workers (a Ray task
+    holds one core); 0 keeps torch's default in a serial run."""
+    if args.threads:
+        return args.threads
+    if args.ray:
+        return 1
+    return max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+
+
+def _mode(args) -> str:
+    if args.ray:
+        return f'offline, Ray ({args.ray})'
+    return f'offline, {args.jobs} worker processes' if args.jobs > 1 else 'offline'
 
 
 def _write_outputs(out, args, report, videos, runs, scores, labels):
