@@ -21,10 +21,10 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Dict, List
 
+from ditta_ros.executors import run_jobs
 from ditta_ros.runtime import configure_process
 from ditta_ros.tools.quality.report import THIN_CLASSES, markdown, served
 from ditta_ros.tools.quality.rows import (PEERS, SOURCE_ROW, Row, ablation_rows, build_rows,
@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--no-reference', action='store_true', help='skip the reference-preset row')
     p.add_argument('--bootstrap', type=int, default=2000, help='bootstrap resamples')
     p.add_argument('--jobs', type=int, default=2, help='worker processes (one thread each)')
+    p.add_argument('--ray', default=None, metavar='ADDRESS',
+                   help='run the jobs as Ray tasks instead: a cluster address, auto, or local '
+                        '(see ditta-eval --ray); the figures are the same')
     p.add_argument('--no-tc', action='store_true', help='skip the optical-flow TC metric')
     p.add_argument('--trace', action='store_true',
                    help='also trace, stage by stage, what happens to the pixels of the thin '
@@ -157,8 +160,8 @@ def benchmark(args) -> dict:
     jobs += [('clear', (source_row, source_row.warmups[0], 'clear', str(clear), i, False))
              for i in range(len(find_sequences(clear)))]
     started = time.monotonic()
-    with ProcessPoolExecutor(args.jobs, initializer=worker_init, initargs=(params,)) as pool:
-        results = list(_progress(pool.map(run_job, [j for _, j in jobs]), len(jobs)))
+    results = run_jobs(run_job, [j for _, j in jobs], args.jobs, args.ray, worker_init,
+                       (params,), progress=lambda results: _progress(results, len(jobs)))
     by_set: Dict[str, dict] = {}
     for (name, job), score in zip(jobs, results):
         by_set.setdefault(name, {}).setdefault((job[0].name, job[1]), {}) \
