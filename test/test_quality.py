@@ -41,10 +41,10 @@ def test_the_benchmark_runs_every_row_and_share_and_reports_the_clear_domain(tmp
     for name, domain in (('tuning', 'fog+noise'), ('test', 'night')):
         part = report['sets'][name]
         rows = [(r['row'], r['warmup']) for r in part['rows']]
-        assert rows == [(row, w) for row in (quality.SOURCE_ROW, 'ditta (defaults)',
-                                             'ditta, reference preset',
-                                             'statistics only (no training)', 'tent')
-                        for w in (20.0, 40.0)]
+        assert rows == [(quality.SOURCE_ROW, 20.0), (quality.SOURCE_ROW, 40.0),
+                        ('ditta (defaults)', 20.0), ('ditta (defaults)', 40.0),
+                        ('ditta, reference preset', 20.0),
+                        ('statistics only (no training)', 20.0), ('tent', 20.0)]
         for row in part['rows']:
             assert 0 <= row['mIoU'] <= 1 and set(row['per_domain_mIoU']) == {domain}
             if row['row'] != quality.SOURCE_ROW:

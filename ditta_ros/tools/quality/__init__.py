@@ -1,9 +1,10 @@
 """ditta-quality: does adaptation make the masks better? The quality benchmark, one command.
 
 Generated drives (ditta-synth) are run offline through the camera streams with the paper's
-warm-up-to-frozen protocol at several warm-up shares, for the source model, the defaults, the
+warm-up-to-frozen protocol: the source model and the defaults at several warm-up shares; the
 reference preset, the peers (statistics only, TENT, CoTTA, AuxAdapt) and any extra row (a named
-set of node parameters). Two sets of target-domain mixes:
+set of node parameters) at the first share (--all-warmups: at every share).
+Two sets of target-domain mixes:
 
 * tuning mixes (--domains, --seed): where defaults are chosen and ablations are run;
 * test mixes (--test-domains, --test-seed): other effects, night among them, from other seeds,
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--frames', type=int, default=60, help='frames per sequence')
     p.add_argument('--size', default='512x256', help='frame WIDTHxHEIGHT')
     p.add_argument('--warmups', default='10,25,50', help='warm-up shares in %%')
+    p.add_argument('--all-warmups', action='store_true',
+                   help='run the reference preset, the peers and the --row rows at every warm-up '
+                        'share, not only the first (the source and the defaults always are)')
     p.add_argument('--peers', default=','.join(PEERS),
                    help=f'peer rows, comma-separated, of {", ".join(PEERS)} (empty: none)')
     p.add_argument('--row', action='append', default=[], metavar='NAME=P:=V[,P:=V...]',
@@ -150,7 +154,7 @@ def benchmark(args) -> dict:
                                             args.frames, args.size)
                            for k, d in enumerate(part['domains'])}
         part['counts'] = {d: len(find_sequences(f)) for d, f in part['folders'].items()}
-        part['rows'] = [r for r in rows if name == 'tuning' or r.warmups == rows[0].warmups]
+        part['rows'] = [r for r in rows if name == 'tuning' or not r.tuning_only]
         jobs += [(name, (row, w, d, str(part['folders'][d]), i, not args.no_tc))
                  for d in part['domains'] for row in part['rows'] for w in row.warmups
                  for i in range(part['counts'][d])]

@@ -20,6 +20,7 @@ class Row:
     name: str
     overrides: Tuple[Tuple[str, object], ...]
     warmups: Tuple[float, ...]
+    tuning_only: bool = False   # ablation rows: defaults are chosen on the tuning mixes only
 
 
 def parse_overrides(text: str) -> Dict[str, object]:
@@ -55,22 +56,26 @@ def ablation_rows(warmup: float) -> List[Row]:
             continue             # without the choice nothing is held out: the choice's row
         if mine != theirs:
             rows.append(Row(f'robust, {knob} {theirs} (as reference)', ((param, theirs),),
-                            (warmup,)))
+                            (warmup,), tuning_only=True))
     return rows
 
 
 def build_rows(args) -> List[Row]:
-    """Source, defaults, reference preset (unless --no-reference), the peers (--peers), the
-    --row rows and, with --ablation, the ablation rows at the first warm-up share."""
+    """Source and defaults at every warm-up share; the reference preset (unless --no-reference),
+    the peers (--peers) and the --row rows at the first share, or at every share with
+    --all-warmups (the later shares ask whether the defaults keep their gain, which the source
+    and the defaults answer; the other rows at every share would double the run's time); with
+    --ablation, the ablation rows at the first share on the tuning mixes."""
     warmups = tuple(float(w) for w in args.warmups.split(','))
+    others = warmups if args.all_warmups else warmups[:1]
     rows = [Row(SOURCE_ROW, (('method', 'none'),), warmups), Row(DEFAULTS_ROW, (), warmups)]
     if not args.no_reference:
-        rows.append(Row(REFERENCE_ROW, (('adapt.preset', 'reference'),), warmups))
+        rows.append(Row(REFERENCE_ROW, (('adapt.preset', 'reference'),), others))
     for peer in peer_names(args.peers):
-        rows.append(Row(PEER_ROWS[peer], (('method', peer),), warmups))
+        rows.append(Row(PEER_ROWS[peer], (('method', peer),), others))
     for text in args.row:
         name, _, spec = text.partition('=')
-        rows.append(Row(name.strip(), tuple(parse_overrides(spec).items()), warmups))
+        rows.append(Row(name.strip(), tuple(parse_overrides(spec).items()), others))
     if args.ablation:
         rows += ablation_rows(warmups[0])
     return rows
