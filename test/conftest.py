@@ -140,12 +140,14 @@ def b0_checkpoint(tmp_path_factory):
 
 def node_params(checkpoint, **overrides):
     """Parameters of a small, fast node: B0 at 128x64 input, flow teacher, 4 warm-up frames.
-    The do-no-harm check is off: a random model's adaptation erases classes at will, and these
-    tests are about the node's plumbing (test_harm_check.py tests the check)."""
+    The do-no-harm check and the label-free choice are off: a random model's adaptation erases
+    classes at will, which decoder the choice serves depends on it, and these tests are about the
+    node's plumbing (test_harm_check.py and test_choice.py test those)."""
     base = {'camera_topics': [NODE_TOPIC], 'model.variant': 'b0',
             'model.checkpoint': str(checkpoint), 'model.embed_dim': 32, 'model.window': 2,
             'model.input_scale': [128, 64], 'teacher.name': 'flow', 'warmup.frames': 4,
-            'adapt.passes': 1, 'adapt.harm_check': 'off', 'output.confidence': True,
+            'adapt.passes': 1, 'adapt.harm_check': 'off', 'adapt.choose': 'off',
+            'output.confidence': True,
             'output.status_rate_hz': 5.0, 'device': 'cpu'}
     base.update(overrides)
     return base

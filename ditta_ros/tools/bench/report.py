@@ -16,7 +16,7 @@ def markdown(report) -> str:
                      f'| {cuda} | {ratio} | {m["phase"]} |')
     for key, title in (('ratios', 'Ratios (this run)'),):
         if report.get(key):
-            lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.3g}'
+            lines += ['', f'**{title}**: ' + '; '.join(f'{k} = {v:.3f}'
                                                        for k, v in report[key].items())]
     if report.get('reference'):
         lines += ['', '| reference comparison (480x864, D=256, r=5) | seconds | peak RSS (MB) '
